@@ -1,0 +1,126 @@
+/*
+ * tensor.h: lavinia's tensor, the unit every op, model and adapter works on.
+ *
+ * A tensor has up to four dimensions in row-major order (the last dimension varies fastest,
+ * as in PyTorch), a stride per dimension counted in elements (so transposes and slices are
+ * views without copies), a dtype, a device and a data pointer. Shapes in comments use the
+ * letters of src/core/ops.h: B batch, T tokens, C channels, V vocab, H heads, D head dim.
+ *
+ *     int64_t shape[2] = { 4, 8 };
+ *     lv_tensor *w = lv_tensor_new(LV_F32, 2, shape);   // owns 4*8 floats, zeroed
+ *     lv_tensor_set_param(w);                           // trainable: backward fills w->grad
+ *     ...
+ *     lv_tensor_free(w);
+ *
+ * Tensors made by ops live in their graph's arena and die at lv_graph_reset; tensors made with
+ * lv_tensor_new (weights, adapter parameters) live until lv_tensor_free.
+ */
+#ifndef LV_TENSOR_H
+#define LV_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LV_MAX_DIMS 4
+
+/* Element types. Block-quantised weight types are added by the performance work. */
+typedef enum lv_dtype {
+    LV_F32,
+    LV_F16,
+    LV_BF16,
+    LV_I32,
+    LV_DTYPE_COUNT
+} lv_dtype;
+
+/* Where the data lives. */
+typedef enum lv_device {
+    LV_DEVICE_CPU,
+    LV_DEVICE_CUDA,
+    LV_DEVICE_COUNT
+} lv_device;
+
+/* Tensor flags. */
+enum {
+    LV_TENSOR_PARAM     = 1u << 0,  /* trainable leaf: backward accumulates into ->grad */
+    LV_TENSOR_FROZEN    = 1u << 1,  /* never gets a gradient of its own (frozen base weights) */
+    LV_TENSOR_DETACHED  = 1u << 2,  /* gradients stop here (lv_detach) */
+    LV_TENSOR_NEEDS_GRAD = 1u << 3, /* set by ops: some parameter upstream wants a gradient */
+    LV_TENSOR_OWNS_DATA = 1u << 4,  /* data was malloc'ed by lv_tensor_new; freed with it */
+    LV_TENSOR_VIEW      = 1u << 5,  /* data aliases another tensor's */
+};
+
+typedef struct lv_tensor {
+    lv_dtype dtype;
+    lv_device device;
+    int ndim;                       /* 0..LV_MAX_DIMS; 0 is a scalar with one element */
+    int64_t shape[LV_MAX_DIMS];     /* unused trailing entries are 1 */
+    int64_t stride[LV_MAX_DIMS];    /* in elements; unused trailing entries are 1 */
+    void *data;                     /* element [0,0,0,0] */
+    struct lv_tensor *grad;         /* same shape, F32, contiguous; NULL until backward needs it */
+    unsigned flags;
+    int node;                       /* index of the tape node that made it, -1 for a leaf */
+    char name[48];                  /* for messages; may be empty */
+} lv_tensor;
+
+/* --- dtypes ------------------------------------------------------------------------- */
+
+size_t lv_dtype_size(lv_dtype t);
+const char *lv_dtype_name(lv_dtype t);
+
+/* IEEE half and bfloat16 conversion, round to nearest even; NaN stays NaN. */
+uint16_t lv_f32_to_f16(float f);
+float lv_f16_to_f32(uint16_t h);
+uint16_t lv_f32_to_bf16(float f);
+float lv_bf16_to_f32(uint16_t h);
+void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_t n);
+
+/* --- lifetime ----------------------------------------------------------------------- */
+
+/* A new contiguous tensor on the CPU, zero-filled; NULL with lv_errmsg() on failure. */
+lv_tensor *lv_tensor_new(lv_dtype dtype, int ndim, const int64_t *shape);
+/* A tensor header over memory the caller owns (not freed by lv_tensor_free). */
+lv_tensor *lv_tensor_wrap(void *data, lv_dtype dtype, int ndim, const int64_t *shape);
+/* Frees the header, owned data and the gradient. NULL is fine. */
+void lv_tensor_free(lv_tensor *t);
+
+/* Fill in a header in place (no allocation): contiguous strides, node -1, flags 0. */
+void lv_tensor_init(lv_tensor *t, void *data, lv_dtype dtype, int ndim, const int64_t *shape);
+
+/* --- shape helpers ------------------------------------------------------------------ */
+
+int64_t lv_tensor_nelem(const lv_tensor *t);
+size_t lv_tensor_nbytes(const lv_tensor *t);     /* nelem * dtype size, contiguous layout */
+bool lv_tensor_is_contiguous(const lv_tensor *t);
+bool lv_tensor_same_shape(const lv_tensor *a, const lv_tensor *b);
+/* Writes "(2, 3, 4)" into buf; returns buf. */
+char *lv_shape_str(const lv_tensor *t, char *buf, size_t n);
+void lv_tensor_set_name(lv_tensor *t, const char *name);
+
+/* --- parameters and gradients ------------------------------------------------------- */
+
+/* Mark a leaf as trainable (clears FROZEN). */
+void lv_tensor_set_param(lv_tensor *t);
+/* Mark a leaf as frozen: no gradient of its own; gradients still flow through ops using it. */
+void lv_tensor_set_frozen(lv_tensor *t);
+/* Zero the gradient of a parameter (allocating it on first use). */
+int lv_tensor_zero_grad(lv_tensor *t);
+
+/* --- element access (slow; tests and tools) ---------------------------------------- */
+
+/* Element at a flat row-major index of the logical shape, converted to double. */
+double lv_tensor_get(const lv_tensor *t, int64_t i);
+void lv_tensor_set(lv_tensor *t, int64_t i, double v);
+/* Copy the logical contents (any strides, any float dtype) into a contiguous float array. */
+void lv_tensor_to_f32(float *dst, const lv_tensor *t);
+/* Copy n floats into the tensor, converting to its dtype. */
+void lv_tensor_from_f32(lv_tensor *t, const float *src);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LV_TENSOR_H */

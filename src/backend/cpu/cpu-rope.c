@@ -1,0 +1,92 @@
+/*
+ * cpu-rope.c: CPU kernels for rotary position embedding (RoPE), forward and backward.
+ *
+ * The last dimension D of x (B, T, H, D) is split into D/2 pairs (x0, x1), and pair i of the
+ * token at position p = pos[t] is rotated by the angle
+ *     theta = (p / freq_scale) * base^(-2i/D)
+ * as in Hugging Face's rotate_half: y0 = x0 cos - x1 sin, y1 = x0 sin + x1 cos. The two
+ * layouts differ only in which elements pair up:
+ *     LV_ROPE_HF    (x[i], x[i + D/2])   half split (Hugging Face checkpoints)
+ *     LV_ROPE_META  (x[2i], x[2i + 1])   interleaved (Meta, GGUF)
+ * The inverse frequency and the angle are computed in double, because positions reach the
+ * hundreds of thousands and a float angle would lose the low bits that cos and sin need;
+ * cos and sin are then rounded to float. D is even (lv_rope refuses odd D); were it odd, the
+ * last element would pass through unrotated.
+ *
+ * The backward rotates dy by the opposite angle (a rotation's transpose is its inverse), and
+ * accumulates: dx += R(-theta) dy, never assigned.
+ *
+ * Threads: the (t, i) pairs are split across threads; each computes its cos and sin once and
+ * rotates that pair in every batch row and head. Each output element is written by one thread.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "backend/cpu/cpu.h"
+
+#include <math.h>
+
+#include "lavinia/ops.h"
+
+/* Rotate every pair of x by sgn * theta into y (add: y += instead of y =). */
+static void rope_apply(float *y, const float *x, const int32_t *pos, int64_t B, int64_t T,
+                       int64_t H, int64_t D, int mode, float base, float freq_scale, float sgn,
+                       int add)
+{
+    int64_t half = D / 2;
+    /* Element i0(i) and i1(i) of pair i: stride 1 and offset D/2 (HF), or stride 2 and
+     * offset 1 (Meta). */
+    int64_t step = mode == LV_ROPE_META ? 2 : 1;
+    int64_t off = mode == LV_ROPE_META ? 1 : half;
+
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            double inv_freq = pow((double)base, -2.0 * (double)i / (double)D);
+            double theta = (double)pos[t] / (double)freq_scale * inv_freq;
+            float c = (float)cos(theta);
+            float s = sgn * (float)sin(theta);
+            int64_t j0 = i * step, j1 = j0 + off;
+            for (int64_t b = 0; b < B; b++) {
+                for (int64_t h = 0; h < H; h++) {
+                    int64_t row = ((b * T + t) * H + h) * D;
+                    float x0 = x[row + j0], x1 = x[row + j1];
+                    float y0 = x0 * c - x1 * s;
+                    float y1 = x0 * s + x1 * c;
+                    if (add) {
+                        y[row + j0] += y0;
+                        y[row + j1] += y1;
+                    } else {
+                        y[row + j0] = y0;
+                        y[row + j1] = y1;
+                    }
+                }
+            }
+        }
+    }
+    if (D % 2) {
+        int64_t rows = B * T * H;
+        #pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (add)
+                y[r * D + D - 1] += x[r * D + D - 1];
+            else
+                y[r * D + D - 1] = x[r * D + D - 1];
+        }
+    }
+}
+
+void cpu_rope_forward(float *y, const float *x, const int32_t *pos, int64_t B, int64_t T,
+                      int64_t H, int64_t D, int mode, float base, float freq_scale)
+{
+    rope_apply(y, x, pos, B, T, H, D, mode, base, freq_scale, 1.0f, 0);
+}
+
+void cpu_rope_backward(float *dx, const float *dy, const int32_t *pos, int64_t B, int64_t T,
+                       int64_t H, int64_t D, int mode, float base, float freq_scale)
+{
+    if (!dx)
+        return;
+    rope_apply(dx, dy, pos, B, T, H, D, mode, base, freq_scale, -1.0f, 1);
+}

@@ -1,0 +1,133 @@
+/*
+ * cpu.h (internal): the CPU kernels, one forward/backward pair per op, side by side in one
+ * file per op family (cpu-norm.c, cpu-attention.c, ...).
+ *
+ * Conventions (llm.c): outputs first, then inputs, then sizes. Backward takes the gradient
+ * destinations first, then dy, then saved values and forward inputs, then sizes. Every
+ * gradient destination is accumulated into (+=); a NULL destination is skipped. All arrays
+ * are contiguous F32 unless the type says otherwise. Loops run in parallel with OpenMP, and
+ * every output element is computed by one thread in a fixed order, so results do not depend
+ * on the thread count. No fast-math: expf, erff and tanhf come from libm.
+ */
+#ifndef LV_CPU_H
+#define LV_CPU_H
+
+#include <stdint.h>
+
+#include "lavinia/tensor.h"
+
+/* --- matmul (cpu-matmul.c) ---------------------------------------------------------- */
+
+/* c (M, N) = op(a) op(b), a: (M, K) or (K, M) if ta, b: (K, N) or (N, K) if tb, b of dtype bt
+ * (F32/F16/BF16; converted to F32 blocks, accumulation in F32). beta 0 assigns, 1 adds. */
+void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
+              int64_t M, int64_t N, int64_t K, float beta);
+/* The naive triple loop, kept for tests and as the reference for the fast path. */
+void cpu_gemm_naive(float *c, const float *a, const float *b, int ta, int tb,
+                    int64_t M, int64_t N, int64_t K, float beta);
+
+/* --- normalisation (cpu-norm.c) ----------------------------------------------------- */
+
+/* y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps).  x, y: (N, C)  w: (C) or NULL  rstd: (N) */
+void cpu_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                         int64_t N, int64_t C, float eps);
+/* dx += ..., dw += ... (either may be NULL); reads the rstd that forward saved */
+void cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                          const float *w, const float *rstd, int64_t N, int64_t C);
+/* y = (x - mean) * rstd * w + b.  x, y: (N, C)  w, b: (C) or NULL  mean, rstd: (N) */
+void cpu_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int64_t N, int64_t C, float eps);
+void cpu_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const float *mean, const float *rstd,
+                            int64_t N, int64_t C);
+/* Softmax over the last dim.  x, y: (N, C) */
+void cpu_softmax_forward(float *y, const float *x, int64_t N, int64_t C);
+/* dx += y * (dy - sum(dy * y)) */
+void cpu_softmax_backward(float *dx, const float *dy, const float *y, int64_t N, int64_t C);
+
+/* --- rope (cpu-rope.c) -------------------------------------------------------------- */
+
+/* x, y: (B, T, H, D)  pos: (T).  mode: LV_ROPE_HF or LV_ROPE_META (lavinia/ops.h). */
+void cpu_rope_forward(float *y, const float *x, const int32_t *pos, int64_t B, int64_t T,
+                      int64_t H, int64_t D, int mode, float base, float freq_scale);
+/* dx += rotation of dy by the opposite angle */
+void cpu_rope_backward(float *dx, const float *dy, const int32_t *pos, int64_t B, int64_t T,
+                       int64_t H, int64_t D, int mode, float base, float freq_scale);
+
+/* --- attention (cpu-attention.c) ---------------------------------------------------- */
+
+/* q, out: (B, T, H, D)  k, v: (B, S, KV, D)  lse: (B, H, T) log-sum-exp of the scaled scores
+ * mask: (T, S) or NULL, nonzero = blocked.  causal: query t is at position S - T + t and sees
+ * keys s <= S - T + t.  A query row with no visible key gives zeros (lse = -inf). */
+void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
+                           const float *v, const int32_t *mask, int64_t B, int64_t T,
+                           int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal);
+void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                            const float *q, const float *k, const float *v, const float *out,
+                            const float *lse, const int32_t *mask, int64_t B, int64_t T,
+                            int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal);
+
+/* --- losses (cpu-loss.c) ------------------------------------------------------------ */
+
+/* loss[0] = mean over rows with targets[n] >= 0 of (lse[n] - logits[n, targets[n]]).
+ * logits: (N, V)  targets: (N)  lse: (N).  Returns the count of rows that count.
+ * A target >= V is the caller's job to refuse. */
+int64_t cpu_cross_entropy_forward(float *loss, float *lse, const float *logits,
+                                  const int32_t *targets, int64_t N, int64_t V);
+/* dlogits += dloss * inv_count * (softmax - onehot) on rows that count */
+void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *logits,
+                                const int32_t *targets, const float *lse, float inv_count,
+                                int64_t N, int64_t V);
+
+/* --- elementwise (cpu-elementwise.c) ------------------------------------------------ */
+
+enum cpu_unary { CPU_SQRT, CPU_SILU, CPU_GELU, CPU_GELU_TANH, CPU_QUICK_GELU };
+void cpu_unary_forward(float *y, const float *x, int64_t n, enum cpu_unary f);
+/* dx += dy * f'(x); sqrt uses y */
+void cpu_unary_backward(float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                        enum cpu_unary f);
+
+
+/* --- layout and the rest (cpu-shape.c) ---------------------------------------------- */
+
+/* Broadcast binary op over a's 4-D padded shape; bstride: b's strides (0 = broadcast). */
+enum cpu_binary { CPU_ADD, CPU_SUB, CPU_MUL, CPU_DIV };
+void cpu_binary_forward(float *y, const float *a, const float *b, const int64_t *shape4,
+                        const int64_t *bstride, enum cpu_binary f);
+void cpu_binary_backward(float *da, float *db, const float *dy, const float *a, const float *b,
+                         const int64_t *shape4, const int64_t *bstride, enum cpu_binary f);
+/* Copy a strided tensor into contiguous memory of dtype dt. */
+void cpu_copy_strided(void *dst, lv_dtype dt, const lv_tensor *src);
+/* dx[off + sum(i_d * gstride_d)] += dy[i] over the view's 4-D padded shape */
+void cpu_view_backward(float *dx, const float *dy, const int64_t *shape4, int64_t off,
+                       const int64_t *gstride4);
+/* Sums and L2 norms over the middle of (outer, n, inner). */
+void cpu_sum_forward(float *y, const float *x, int64_t outer, int64_t n, int64_t inner);
+void cpu_sum_backward(float *dx, const float *dy, int64_t outer, int64_t n, int64_t inner);
+void cpu_l2norm_forward(float *y, const float *x, int64_t outer, int64_t n, int64_t inner);
+void cpu_l2norm_backward(float *dx, const float *dy, const float *x, const float *y,
+                         int64_t outer, int64_t n, int64_t inner);
+/* y = x * (keep ? 1/(1-p) : 0), keep decided by (seed, i) alone */
+void cpu_dropout_forward(float *y, const float *x, int64_t n, float p, uint64_t seed);
+void cpu_dropout_backward(float *dx, const float *dy, int64_t n, float p, uint64_t seed);
+/* y = silu(gate) * up */
+void cpu_swiglu_forward(float *y, const float *gate, const float *up, int64_t n);
+void cpu_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
+                         const float *up, int64_t n);
+/* out (T, C) = rows ids of table (V, C) of dtype tt; dtable (V, C) += per id */
+void cpu_embedding_forward(float *out, const void *table, lv_dtype tt, const int32_t *ids,
+                           int64_t T, int64_t C);
+void cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int64_t T,
+                            int64_t V, int64_t C);
+/* out = [a | b] along the middle of (outer, na + nb, inner) */
+void cpu_concat_forward(float *out, const float *a, const float *b, int64_t outer, int64_t na,
+                        int64_t nb, int64_t inner);
+void cpu_concat_backward(float *da, float *db, const float *dout, int64_t outer, int64_t na,
+                         int64_t nb, int64_t inner);
+/* cols (B * nP, Cin * P * P) from img (B, Cin, Hh, Ww); col2im adds back into dimg */
+void cpu_im2col(float *cols, const float *img, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
+                int64_t P);
+void cpu_col2im(float *dimg, const float *dcols, int64_t B, int64_t Cin, int64_t Hh,
+                int64_t Ww, int64_t P);
+
+#endif /* LV_CPU_H */

@@ -1,0 +1,352 @@
+/*
+ * tensor.c: tensor headers, dtypes and their conversions, and leaf lifetime.
+ *
+ * F16 and BF16 conversions round to nearest even (the FPU's default mode does the subnormal
+ * half case; nothing here changes the rounding mode). NaN stays NaN, overflow gives infinity.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "lavinia/tensor.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lavinia/error.h"
+
+/* ----------------------------------------------------------------------------------------
+ * dtypes
+ */
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtype_table[] = {
+    [LV_F32]  = { .name = "F32",  .size = 4 },
+    [LV_F16]  = { .name = "F16",  .size = 2 },
+    [LV_BF16] = { .name = "BF16", .size = 2 },
+    [LV_I32]  = { .name = "I32",  .size = 4 },
+};
+_Static_assert(sizeof dtype_table / sizeof dtype_table[0] == LV_DTYPE_COUNT,
+               "dtype_table and lv_dtype disagree");
+
+size_t lv_dtype_size(lv_dtype t)
+{
+    return (unsigned)t < LV_DTYPE_COUNT ? dtype_table[t].size : 0;
+}
+
+const char *lv_dtype_name(lv_dtype t)
+{
+    return (unsigned)t < LV_DTYPE_COUNT ? dtype_table[t].name : "?";
+}
+
+static inline uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t lv_f32_to_f16(float f)
+{
+    const uint32_t f32_inf = 255u << 23;
+    const uint32_t f16_max = (127u + 16u) << 23;           /* 2^16: rounds to infinity */
+    const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    uint32_t u = f32_bits(f);
+    uint32_t sign = u & 0x80000000u;
+    uint16_t h;
+    u ^= sign;
+    if (u >= f16_max) {
+        h = u > f32_inf ? 0x7e00 : 0x7c00;
+    } else if (u < (113u << 23)) {
+        /* The result is subnormal or zero: let the FPU round by adding a magic number whose
+         * exponent puts the half's last mantissa bit at the float's. */
+        float t = bits_f32(u) + bits_f32(denorm_magic);
+        h = (uint16_t)(f32_bits(t) - denorm_magic);
+    } else {
+        uint32_t odd = (u >> 13) & 1u;
+        u += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd;
+        h = (uint16_t)(u >> 13);
+    }
+    return (uint16_t)(h | (sign >> 16));
+}
+
+float lv_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    if (exp == 0) {
+        float v = ldexpf((float)mant, -24);
+        return sign ? -v : v;
+    }
+    if (exp == 31)
+        return bits_f32(sign | 0x7f800000u | (mant << 13));
+    return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+uint16_t lv_f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);          /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float lv_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+static inline float load_f32(const void *p, lv_dtype t, int64_t i)
+{
+    switch (t) {
+    case LV_F32:  return ((const float *)p)[i];
+    case LV_F16:  return lv_f16_to_f32(((const uint16_t *)p)[i]);
+    case LV_BF16: return lv_bf16_to_f32(((const uint16_t *)p)[i]);
+    case LV_I32:  return (float)((const int32_t *)p)[i];
+    default:      return NAN;
+    }
+}
+
+static inline void store_f32(void *p, lv_dtype t, int64_t i, float v)
+{
+    switch (t) {
+    case LV_F32:  ((float *)p)[i] = v; break;
+    case LV_F16:  ((uint16_t *)p)[i] = lv_f32_to_f16(v); break;
+    case LV_BF16: ((uint16_t *)p)[i] = lv_f32_to_bf16(v); break;
+    case LV_I32:  ((int32_t *)p)[i] = (int32_t)lrintf(v); break;
+    default:      break;
+    }
+}
+
+void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_t n)
+{
+    if (dt == st) {
+        memcpy(dst, src, (size_t)n * lv_dtype_size(dt));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        store_f32(dst, dt, i, load_f32(src, st, i));
+}
+
+/* ----------------------------------------------------------------------------------------
+ * headers and lifetime
+ */
+
+void lv_tensor_init(lv_tensor *t, void *data, lv_dtype dtype, int ndim, const int64_t *shape)
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = dtype;
+    t->device = LV_DEVICE_CPU;
+    t->ndim = ndim;
+    t->data = data;
+    t->node = -1;
+    for (int i = 0; i < LV_MAX_DIMS; i++) {
+        t->shape[i] = i < ndim ? shape[i] : 1;
+        t->stride[i] = 1;
+    }
+    for (int i = ndim - 2; i >= 0; i--)
+        t->stride[i] = t->stride[i + 1] * t->shape[i + 1];
+}
+
+/* Refuse shapes that are negative, too many dims, or whose byte size overflows. */
+static int check_shape(lv_dtype dtype, int ndim, const int64_t *shape, size_t *bytes)
+{
+    if ((unsigned)dtype >= LV_DTYPE_COUNT)
+        return lv_error("tensor: unknown dtype %d", (int)dtype);
+    if (ndim < 0 || ndim > LV_MAX_DIMS)
+        return lv_error("tensor: %d dimensions (at most %d)", ndim, LV_MAX_DIMS);
+    uint64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return lv_error("tensor: negative dimension %lld", (long long)shape[i]);
+        if (shape[i] != 0 && n > (UINT64_MAX / 8) / (uint64_t)shape[i])
+            return lv_error("tensor: shape too large");
+        n *= (uint64_t)shape[i];
+    }
+    if (n > ((uint64_t)1 << 40))
+        return lv_error("tensor: %llu elements is more than lavinia allows", (unsigned long long)n);
+    *bytes = (size_t)n * lv_dtype_size(dtype);
+    return LV_OK;
+}
+
+lv_tensor *lv_tensor_new(lv_dtype dtype, int ndim, const int64_t *shape)
+{
+    size_t bytes;
+    if (check_shape(dtype, ndim, shape, &bytes) != LV_OK)
+        return NULL;
+    lv_tensor *t = malloc(sizeof *t);
+    void *data = calloc(1, bytes ? bytes : 1);
+    if (!t || !data) {
+        free(t);
+        free(data);
+        lv_error_status(LV_ENOMEM, "tensor: out of memory for %zu bytes", bytes);
+        return NULL;
+    }
+    lv_tensor_init(t, data, dtype, ndim, shape);
+    t->flags |= LV_TENSOR_OWNS_DATA;
+    return t;
+}
+
+lv_tensor *lv_tensor_wrap(void *data, lv_dtype dtype, int ndim, const int64_t *shape)
+{
+    size_t bytes;
+    if (check_shape(dtype, ndim, shape, &bytes) != LV_OK)
+        return NULL;
+    lv_tensor *t = malloc(sizeof *t);
+    if (!t) {
+        lv_error_status(LV_ENOMEM, "tensor: out of memory");
+        return NULL;
+    }
+    lv_tensor_init(t, data, dtype, ndim, shape);
+    return t;
+}
+
+void lv_tensor_free(lv_tensor *t)
+{
+    if (!t)
+        return;
+    lv_tensor_free(t->grad);
+    if (t->flags & LV_TENSOR_OWNS_DATA)
+        free(t->data);
+    free(t);
+}
+
+/* ----------------------------------------------------------------------------------------
+ * shape helpers
+ */
+
+int64_t lv_tensor_nelem(const lv_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+size_t lv_tensor_nbytes(const lv_tensor *t)
+{
+    return (size_t)lv_tensor_nelem(t) * lv_dtype_size(t->dtype);
+}
+
+bool lv_tensor_is_contiguous(const lv_tensor *t)
+{
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s)
+            return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+bool lv_tensor_same_shape(const lv_tensor *a, const lv_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+char *lv_shape_str(const lv_tensor *t, char *buf, size_t n)
+{
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, n - k, "(");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (k < n)
+        snprintf(buf + k, n - k, ")");
+    return buf;
+}
+
+void lv_tensor_set_name(lv_tensor *t, const char *name)
+{
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+}
+
+/* ----------------------------------------------------------------------------------------
+ * parameters
+ */
+
+void lv_tensor_set_param(lv_tensor *t)
+{
+    t->flags = (t->flags | LV_TENSOR_PARAM | LV_TENSOR_NEEDS_GRAD) & ~LV_TENSOR_FROZEN;
+}
+
+void lv_tensor_set_frozen(lv_tensor *t)
+{
+    t->flags = (t->flags | LV_TENSOR_FROZEN) & ~(LV_TENSOR_PARAM | LV_TENSOR_NEEDS_GRAD);
+}
+
+int lv_tensor_zero_grad(lv_tensor *t)
+{
+    if (!t->grad) {
+        t->grad = lv_tensor_new(LV_F32, t->ndim, t->shape);
+        return t->grad ? LV_OK : LV_ENOMEM;
+    }
+    memset(t->grad->data, 0, lv_tensor_nbytes(t->grad));
+    return LV_OK;
+}
+
+/* ----------------------------------------------------------------------------------------
+ * element access
+ */
+
+static int64_t strided_offset(const lv_tensor *t, int64_t i)
+{
+    int64_t off = 0;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        off += (i % t->shape[d]) * t->stride[d];
+        i /= t->shape[d];
+    }
+    return off;
+}
+
+double lv_tensor_get(const lv_tensor *t, int64_t i)
+{
+    int64_t off = strided_offset(t, i);
+    if (t->dtype == LV_I32)
+        return ((const int32_t *)t->data)[off];
+    return load_f32(t->data, t->dtype, off);
+}
+
+void lv_tensor_set(lv_tensor *t, int64_t i, double v)
+{
+    int64_t off = strided_offset(t, i);
+    if (t->dtype == LV_I32)
+        ((int32_t *)t->data)[off] = (int32_t)v;
+    else
+        store_f32(t->data, t->dtype, off, (float)v);
+}
+
+void lv_tensor_to_f32(float *dst, const lv_tensor *t)
+{
+    int64_t n = lv_tensor_nelem(t);
+    if (lv_tensor_is_contiguous(t)) {
+        lv_convert_row(dst, LV_F32, t->data, t->dtype, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = load_f32(t->data, t->dtype, strided_offset(t, i));
+}
+
+void lv_tensor_from_f32(lv_tensor *t, const float *src)
+{
+    int64_t n = lv_tensor_nelem(t);
+    for (int64_t i = 0; i < n; i++)
+        store_f32(t->data, t->dtype, strided_offset(t, i), src[i]);
+}
