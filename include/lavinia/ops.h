@@ -114,7 +114,7 @@ lv_tensor *lv_sum(lv_graph *g, lv_tensor *x, int dim);
 lv_tensor *lv_sum_all(lv_graph *g, lv_tensor *x);
 /* sqrt(sum x^2) over one dim, kept with size 1. */
 lv_tensor *lv_l2norm(lv_graph *g, lv_tensor *x, int dim);
-/* Softmax over the last dim. */
+/* Softmax over the last dim (a row of only -inf gives NaN, as in PyTorch). */
 lv_tensor *lv_softmax(lv_graph *g, lv_tensor *x);
 /* x: (..., C), rows N  w: (C) or NULL -> x / sqrt(mean(x^2) + eps) * w */
 lv_tensor *lv_rmsnorm(lv_graph *g, lv_tensor *x, lv_tensor *w, float eps);
@@ -153,7 +153,8 @@ enum {
  * mask: NULL, or (T, S) I32 where nonzero blocks query t from key s (on top of causality);
  * cache: NULL, or a cache (B = 1): k and v are appended at cache->len and the queries
  *        attend over every cached position; S = cache->len after the call. Only the
- *        appended positions receive gradients.
+ *        appended positions receive gradients, and the backward reads the earlier positions
+ *        from the cache: run it before the cache is written again.
  * scale: usually 1/sqrt(D).  Result: the shape of q. */
 lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
                         const lv_tensor *mask, lv_kv_cache *cache, float scale, int flags);
@@ -165,7 +166,7 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
 lv_tensor *lv_embedding(lv_graph *g, lv_tensor *table, const lv_tensor *ids);
 /* Join a and b along dim (their other dims equal). */
 lv_tensor *lv_concat(lv_graph *g, lv_tensor *a, lv_tensor *b, int dim);
-/* logits: (N, V)  targets: (N) I32, negative = ignored (Hugging Face uses -100).
+/* logits: (..., V), rows N  targets: N I32 values, negative = ignored (Hugging Face: -100).
  * Mean over the targets that count (0 if none): a (1) tensor. */
 lv_tensor *lv_cross_entropy(lv_graph *g, lv_tensor *logits, const lv_tensor *targets);
 /* Convolution with stride = kernel (ViT patch embedding).

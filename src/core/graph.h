@@ -39,7 +39,8 @@ enum lv_op {
     LV_OP_RMSNORM,       /* fp[0] eps; saved[0] rstd (N) */
     LV_OP_LAYERNORM,     /* fp[0] eps; saved[0] mean (N), saved[1] rstd (N) */
     LV_OP_ROPE,          /* ip[0] mode, fp[0] base, fp[1] freq_scale */
-    LV_OP_ATTENTION,     /* ip[0] flags, ip[1] S, ip[2] cache start; fp[0] scale;
+    LV_OP_ATTENTION,     /* ip[0] flags, ip[1] S, ip[2] cache start, ip[3..7] B, T, H,
+                            KV, D; fp[0] scale;
                             saved[0] lse (B, H, T); ptr: the kv cache or NULL */
     LV_OP_EMBEDDING,
     LV_OP_CONCAT,        /* ip[0] dim */

@@ -33,6 +33,15 @@
  */
 #define TOL 1e-5
 
+/* A step that must work: on failure, a failed check with the library's message; on success
+ * nothing is printed (tu_assert would print an OK line for every setup step). */
+static bool need(bool cond, const char *what)
+{
+    if (!cond)
+        tu_assert(false, "%s: %s", what, lv_errmsg());
+    return cond;
+}
+
 /* One attention case. */
 struct attn_case {
     int ndim;                    /* 3: (T, H, D) and (S, KV, D); 4: with a leading B */
@@ -142,8 +151,7 @@ static void test_case(const struct attn_case *ac)
     lv_tensor *in[4] = { rand_heads(ac, ac->T, ac->H), rand_heads(ac, ac->S, ac->KV),
                          rand_heads(ac, ac->S, ac->KV),
                          ac->mask ? lv_tensor_new(LV_I32, 2, mshape) : NULL };
-    if (!tu_assert(in[0] && in[1] && in[2] && (in[3] || !ac->mask), "%s: tensors: %s", label,
-                   lv_errmsg()))
+    if (!need(in[0] && in[1] && in[2] && (in[3] || !ac->mask), "attention: tensors"))
         goto done;
     if (ac->mask) {
         /* About a third blocked; row 1 entirely, so its output must be zero. */
@@ -158,13 +166,12 @@ static void test_case(const struct attn_case *ac)
     double *mask = ac->mask ? values_of(in[3]) : NULL;
     double *ref = xmalloc((size_t)lv_tensor_nelem(in[0]) * sizeof *ref);
     attention_ref(ref, q, k, v, mask, ac->B, ac->T, ac->S, ac->H, ac->KV, ac->D,
-                  1.0 / sqrt((double)ac->D), ac->flags & LV_ATTN_CAUSAL);
+                  (double)(1.0f / sqrtf((float)ac->D)), ac->flags & LV_ATTN_CAUSAL);
 
     lv_graph *g = lv_graph_new(NULL);
-    if (tu_assert(g != NULL, "lv_graph_new: %s", lv_errmsg())) {
+    if (need(g != NULL, "lv_graph_new")) {
         lv_tensor *y = build_attention(g, in, (void *)ac);
-        if (tu_assert(y != NULL, "%s: %s", label, lv_errmsg()))
-            tu_check_tensor(label, y, ref, TOL);
+        tu_check_tensor(label, y, ref, TOL);   /* fails with lv_errmsg() if y is NULL */
         lv_graph_free(g);
     }
 
@@ -223,10 +230,10 @@ static void test_kv_cache(void)
     bool have_cache = false;
     double *full = NULL, *ref = NULL, *qv = NULL, *kv = NULL, *vv = NULL;
 
-    if (!tu_assert(q && k && v && g, "kv cache: setup: %s", lv_errmsg()))
+    if (!need(q && k && v && g, "kv cache: setup"))
         goto done;
     have_cache = lv_kv_cache_init(&cache, KV_ALL + 1, KV_KV, KV_D) == LV_OK;
-    if (!tu_assert(have_cache, "lv_kv_cache_init: %s", lv_errmsg()))
+    if (!need(have_cache, "lv_kv_cache_init"))
         goto done;
 
     qv = values_of(q);
@@ -237,7 +244,7 @@ static void test_kv_cache(void)
 
     /* One full causal pass, no cache. */
     lv_tensor *y = lv_attention(g, q, k, v, NULL, NULL, scale, LV_ATTN_CAUSAL);
-    if (!tu_assert(y != NULL, "kv cache: full pass: %s", lv_errmsg()))
+    if (!need(y != NULL, "kv cache: full pass"))
         goto done;
     tu_check_tensor("kv cache: full causal pass", y, ref, TOL);
     full = values_of(y);
@@ -250,15 +257,13 @@ static void test_kv_cache(void)
         char label[96];
         lv_tensor *qp = rows_of(q, start, len), *kp = rows_of(k, start, len);
         lv_tensor *vp = rows_of(v, start, len);
-        if (tu_assert(qp && kp && vp, "kv cache: rows: %s", lv_errmsg())) {
+        if (need(qp && kp && vp, "kv cache: rows")) {
             lv_tensor *o = lv_attention(g, qp, kp, vp, NULL, &cache, scale, LV_ATTN_CAUSAL);
             snprintf(label, sizeof label, "kv cache: step %d (positions %lld..%lld)", step,
                      (long long)start, (long long)(start + len - 1));
-            if (tu_assert(o != NULL, "%s: %s", label, lv_errmsg())) {
-                /* Same keys, same order as the full pass's rows: equal up to rounding. */
-                tu_check_tensor(label, o, full + start * qrow, 1e-6);
-                tu_check_tensor(label, o, ref + start * qrow, TOL);
-            }
+            /* Same keys, same order as the full pass's rows: equal up to rounding. */
+            tu_check_tensor(label, o, full + start * qrow, 1e-6);
+            tu_check_tensor(label, o, ref + start * qrow, TOL);
             tu_assert(cache.len == start + len, "%s: cache len %lld, want %lld", label,
                       (long long)cache.len, (long long)(start + len));
         }
@@ -315,15 +320,13 @@ static void test_kv_cache_grad(void)
     lv_kv_cache cache;
     bool have_cache = false;
 
-    if (!tu_assert(q0 && k0 && v0 && in[0] && in[1] && in[2] && g, "kv cache grad: setup: %s",
-                   lv_errmsg()))
+    if (!need(q0 && k0 && v0 && in[0] && in[1] && in[2] && g, "kv cache grad: setup"))
         goto done;
     have_cache = lv_kv_cache_init(&cache, 8, KV_KV, KV_D) == LV_OK;
-    if (!tu_assert(have_cache, "lv_kv_cache_init: %s", lv_errmsg()))
+    if (!need(have_cache, "lv_kv_cache_init"))
         goto done;
-    if (!tu_assert(lv_attention(g, q0, k0, v0, NULL, &cache, 1.0f / sqrtf((float)KV_D),
-                                LV_ATTN_CAUSAL) != NULL, "kv cache grad: prefix: %s",
-                   lv_errmsg()))
+    if (!need(lv_attention(g, q0, k0, v0, NULL, &cache, 1.0f / sqrtf((float)KV_D),
+                           LV_ATTN_CAUSAL) != NULL, "kv cache grad: prefix"))
         goto done;
     for (int i = 0; i < 3; i++)
         lv_tensor_set_param(in[i]);

@@ -5,8 +5,8 @@
  * Each op runs at several row lengths C, including ones that are not multiples of 8 (1, 7,
  * 33) and a power of two (64), on 2-D (N, C) inputs and on one 3-D (2, 3, C) input whose
  * leading dims are flattened into rows. RMSNorm runs with and without a weight, LayerNorm with
- * every combination of weight and bias; softmax also runs on logits scaled by 30, where an
- * implementation that skips the max subtraction overflows.
+ * every combination of weight and bias; softmax also runs on logits of size ~100 (randn * 30
+ * + 100), where an implementation that skips the max subtraction overflows.
  *
  * Expected values: the reference functions in this file, in double, from the same F32 inputs.
  */
@@ -31,6 +31,15 @@
 
 static const int64_t row_lengths[] = { 1, 7, 33, 64 };
 #define N_LENGTHS ((int)(sizeof row_lengths / sizeof row_lengths[0]))
+
+/* A step that must work: on failure, a failed check with the library's message; on success
+ * nothing is printed (tu_assert would print an OK line for every setup step). */
+static bool need(bool cond, const char *what)
+{
+    if (!cond)
+        tu_assert(false, "%s: %s", what, lv_errmsg());
+    return cond;
+}
 
 /* One test input: its shape (2-D rows or 3-D) and the eps the norms use. */
 struct norm_case {
@@ -134,12 +143,6 @@ static void shape_name(char *buf, size_t n, const struct norm_case *nc)
                  (long long)nc->shape[1], (long long)nc->shape[2]);
 }
 
-/* Compare y with ref, or fail with the op's message if the op returned NULL. */
-static void check_out(const char *label, const lv_tensor *y, const double *ref)
-{
-    if (tu_assert(y != NULL, "%s: %s", label, lv_errmsg()))
-        tu_check_tensor(label, y, ref, TOL);
-}
 
 static void test_rmsnorm(const struct norm_case *nc)
 {
@@ -151,7 +154,7 @@ static void test_rmsnorm(const struct norm_case *nc)
 
     lv_tensor *in[2] = { tu_rand_tensor(LV_F32, nc->ndim, nc->shape, 1.0),
                          tu_rand_tensor(LV_F32, 1, &C, 1.0) };
-    if (!tu_assert(in[0] && in[1], "rmsnorm %s: tu_rand_tensor: %s", shp, lv_errmsg()))
+    if (!need(in[0] && in[1], "rmsnorm: tensors"))
         goto done;
     lv_tensor_set_param(in[0]);
     lv_tensor_set_param(in[1]);
@@ -165,10 +168,12 @@ static void test_rmsnorm(const struct norm_case *nc)
     rmsnorm_ref(ref, x, nc->has_w ? w : NULL, N, C, nc->eps);
 
     lv_graph *g = lv_graph_new(NULL);
-    if (tu_assert(g != NULL, "lv_graph_new: %s", lv_errmsg())) {
+    if (need(g != NULL, "lv_graph_new")) {
         snprintf(label, sizeof label, "rmsnorm %s%s eps %g", shp, nc->has_w ? " w" : "",
                  (double)nc->eps);
-        check_out(label, lv_rmsnorm(g, in[0], nc->has_w ? in[1] : NULL, nc->eps), ref);
+        /* tu_check_tensor fails with lv_errmsg() when the op returned NULL. */
+        tu_check_tensor(label, lv_rmsnorm(g, in[0], nc->has_w ? in[1] : NULL, nc->eps), ref,
+                        TOL);
         lv_graph_free(g);
     }
 
@@ -195,7 +200,7 @@ static void test_layernorm(const struct norm_case *nc, bool grad)
     lv_tensor *x = tu_rand_tensor(LV_F32, nc->ndim, nc->shape, 1.0);
     lv_tensor *w = tu_rand_tensor(LV_F32, 1, &C, 1.0);
     lv_tensor *b = tu_rand_tensor(LV_F32, 1, &C, 1.0);
-    if (!tu_assert(x && w && b, "layernorm %s: tu_rand_tensor: %s", shp, lv_errmsg()))
+    if (!need(x && w && b, "layernorm: tensors"))
         goto done;
     /* An offset of 3 per row: a one-pass mean(x^2) - mean^2 variance would lose digits. */
     for (int64_t i = 0; i < N * C; i++)
@@ -214,10 +219,10 @@ static void test_layernorm(const struct norm_case *nc, bool grad)
 
     const char *wb = nc->has_w ? (nc->has_b ? " w b" : " w") : (nc->has_b ? " b" : "");
     lv_graph *g = lv_graph_new(NULL);
-    if (tu_assert(g != NULL, "lv_graph_new: %s", lv_errmsg())) {
+    if (need(g != NULL, "lv_graph_new")) {
         snprintf(label, sizeof label, "layernorm %s%s", shp, wb);
-        check_out(label, lv_layernorm(g, x, nc->has_w ? w : NULL, nc->has_b ? b : NULL,
-                                      nc->eps), ref);
+        tu_check_tensor(label, lv_layernorm(g, x, nc->has_w ? w : NULL, nc->has_b ? b : NULL,
+                                            nc->eps), ref, TOL);
         lv_graph_free(g);
     }
 
@@ -243,7 +248,8 @@ done:
     lv_tensor_free(b);
 }
 
-static void test_softmax(const struct norm_case *nc, double scale, bool grad)
+/* Softmax of randn * scale + offset (the offset changes nothing but the overflow risk). */
+static void test_softmax(const struct norm_case *nc, double scale, double offset, bool grad)
 {
     char shp[64], label[128];
     int64_t C = nc->shape[nc->ndim - 1], N = 1;
@@ -252,8 +258,10 @@ static void test_softmax(const struct norm_case *nc, double scale, bool grad)
     shape_name(shp, sizeof shp, nc);
 
     lv_tensor *x = tu_rand_tensor(LV_F32, nc->ndim, nc->shape, scale);
-    if (!tu_assert(x != NULL, "softmax %s: tu_rand_tensor: %s", shp, lv_errmsg()))
+    if (!need(x != NULL, "softmax: tensors"))
         return;
+    for (int64_t i = 0; i < N * C; i++)
+        lv_tensor_set(x, i, lv_tensor_get(x, i) + offset);
     lv_tensor_set_param(x);
 
     double *xv = values_of(x);
@@ -265,9 +273,9 @@ static void test_softmax(const struct norm_case *nc, double scale, bool grad)
     softmax_ref(ref, xv, N, C);
 
     lv_graph *g = lv_graph_new(NULL);
-    if (tu_assert(g != NULL, "lv_graph_new: %s", lv_errmsg())) {
-        snprintf(label, sizeof label, "softmax %s x%g", shp, scale);
-        check_out(label, lv_softmax(g, x), ref);
+    if (need(g != NULL, "lv_graph_new")) {
+        snprintf(label, sizeof label, "softmax %s x%g%+g", shp, scale, offset);
+        tu_check_tensor(label, lv_softmax(g, x), ref, TOL);
         lv_graph_free(g);
     }
 
@@ -305,8 +313,8 @@ int main(int argc, char **argv)
         }
         struct norm_case s2 = { .ndim = 2, .shape = { 3, C } };
         /* Softmax of one element is 1 whatever x is: dx is exactly zero, as above. */
-        test_softmax(&s2, 1.0, C > 1);
-        test_softmax(&s2, 30.0, false);
+        test_softmax(&s2, 1.0, 0.0, C > 1);
+        test_softmax(&s2, 30.0, 100.0, false);
     }
 
     /* 3-D inputs: the leading (2, 3) are six rows. */
@@ -316,7 +324,7 @@ int main(int argc, char **argv)
                             .has_b = 1 };
     test_layernorm(&l3, true);
     struct norm_case s3 = { .ndim = 3, .shape = { 2, 3, 7 } };
-    test_softmax(&s3, 1.0, true);
+    test_softmax(&s3, 1.0, 0.0, true);
 
     return tu_finish();
 }
