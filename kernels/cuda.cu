@@ -20,12 +20,7 @@
 #include <cuda_runtime.h>
 
 #include "lavinia/error.h"
-/* src/core/graph.h and src/backend/backend.h have no extern "C" guards of their own; without
- * this wrapper lv_op_name() and lv_backend_cuda() would get C++ linkage here. Harmless once
- * the headers carry the guards. */
-extern "C" {
 #include "backend/backend.h"
-}
 
 #include "elementwise.cuh"
 #include "matmul.cuh"
@@ -112,14 +107,18 @@ static int cuda_sync(void *ctx)
 
 /* --- ops ---------------------------------------------------------------------------- */
 
-static bool cuda_supports(void *ctx, enum lv_op op, lv_dtype dtype)
+/* Matmul with an F32 left side and an F32/F16/BF16 right side; add of two same-shape F32
+ * tensors (broadcasting adds stay on the CPU for now). */
+static bool cuda_supports(void *ctx, const lv_node *node)
 {
     (void)ctx;
-    switch (op) {
+    const lv_tensor *a = node->src[0], *b = node->src[1];
+    switch (node->op) {
     case LV_OP_MATMUL:
-        return dtype == LV_F32 || dtype == LV_F16 || dtype == LV_BF16;
+        return a && b && a->dtype == LV_F32 &&
+               (b->dtype == LV_F32 || b->dtype == LV_F16 || b->dtype == LV_BF16);
     case LV_OP_ADD:
-        return dtype == LV_F32;
+        return a && b && a->dtype == LV_F32 && b->dtype == LV_F32 && lv_tensor_same_shape(a, b);
     default:
         return false;
     }

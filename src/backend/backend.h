@@ -15,6 +15,10 @@
 #include "lavinia/tensor.h"
 #include "core/graph.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct lv_backend_ops {
     const char *name;                                      /* "cpu", "cuda" */
     lv_device device;
@@ -27,8 +31,9 @@ struct lv_backend_ops {
                 size_t n);
     /* Wait until queued work is finished. */
     int (*sync)(void *ctx);
-    /* Can this backend run op with this dtype (of the op's first non-I32 input)? */
-    bool (*supports)(void *ctx, enum lv_op op, lv_dtype dtype);
+    /* Can this backend run this node (its op, its inputs' dtypes and shapes)? Asked before
+     * the forward and again before the backward; false sends the node to the CPU. */
+    bool (*supports)(void *ctx, const lv_node *node);
     /* Compute node->out from node->src (and node->saved where the op keeps statistics). */
     int (*forward)(void *ctx, lv_node *node);
     /* Accumulate input gradients: dy is node->out's gradient; dsrc[i] is NULL for inputs
@@ -52,4 +57,7 @@ lv_backend *lv_backend_cuda(void);
 /* --device auto|cpu|cuda: auto falls back to the CPU and logs one line saying why. */
 lv_backend *lv_backend_by_name(const char *name);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* LV_BACKEND_H */

@@ -245,7 +245,7 @@ static lv_dtype node_dtype(const lv_node *n)
 static lv_backend *backend_for(lv_graph *g, const lv_node *n)
 {
     lv_backend *b = g->backend;
-    if (b->ops->supports(b->ctx, n->op, node_dtype(n)))
+    if (b->ops->supports(b->ctx, n))
         return b;
     static _Thread_local unsigned char warned[LV_OP_COUNT];
     if (!warned[n->op]) {

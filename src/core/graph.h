@@ -14,14 +14,20 @@
 
 #include "lavinia/ops.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum lv_op {
     LV_OP_NONE,          /* a leaf */
     LV_OP_VIEW,          /* reshape, transpose, permute, slice: ip[0] offset, ip[1..4] strides
                             of the view inside the input's contiguous gradient */
     LV_OP_CONT,          /* strided -> contiguous F32 */
     LV_OP_CAST,          /* dtype change */
-    LV_OP_MATMUL,        /* ip[0] flags (LV_TRANS_*) */
-    LV_OP_ADD,
+    LV_OP_MATMUL,        /* ip[0] flags (LV_TRANS_*), ip[1] batch, ip[2..4] M, N, K,
+                            ip[5] 1 if b has its own batch (else shared by every batch of a) */
+    LV_OP_ADD,           /* ADD..DIV: ip[0..3] b's strides in a's shape padded to 4 dims,
+                            0 where b is broadcast */
     LV_OP_SUB,
     LV_OP_MUL,
     LV_OP_DIV,
@@ -45,7 +51,7 @@ enum lv_op {
     LV_OP_EMBEDDING,
     LV_OP_CONCAT,        /* ip[0] dim */
     LV_OP_CROSS_ENTROPY, /* saved[0] lse (N); fp[0] 1/count */
-    LV_OP_PATCH_EMBED,
+    LV_OP_PATCH_EMBED,   /* saved[0] the im2col matrix (B * patches, Cin * P * P) */
     LV_OP_COUNT
 };
 
@@ -86,4 +92,7 @@ bool lv_needs_grad(const lv_tensor *t);
  * intermediates, persistent for parameters); NULL if t takes no gradient. */
 lv_tensor *lv_grad_of(lv_graph *g, lv_tensor *t);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* LV_CORE_GRAPH_H */

@@ -55,10 +55,10 @@ static int cpu_sync(void *ctx)
     return LV_OK;
 }
 
-static bool cpu_supports(void *ctx, enum lv_op op, lv_dtype dtype)
+static bool cpu_supports(void *ctx, const lv_node *node)
 {
     (void)ctx;
-    return op < LV_OP_COUNT && dtype < LV_DTYPE_COUNT;
+    return node->op < LV_OP_COUNT;
 }
 
 static void cpu_set_threads(void *ctx, int n)
