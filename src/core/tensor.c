@@ -137,6 +137,20 @@ void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_
         memcpy(dst, src, (size_t)n * lv_dtype_size(dt));
         return;
     }
+    if (dt == LV_F32 && st == LV_BF16) {        /* the common cases, without a switch */
+        float *d = dst;
+        const uint16_t *h = src;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = lv_bf16_to_f32(h[i]);
+        return;
+    }
+    if (dt == LV_F32 && st == LV_F16) {
+        float *d = dst;
+        const uint16_t *h = src;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = lv_f16_to_f32(h[i]);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         store_f32(dst, dt, i, load_f32(src, st, i));
 }

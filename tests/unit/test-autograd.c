@@ -109,7 +109,8 @@ static void test_frozen(void)
 static float *run_block(int threads, int64_t *n_out)
 {
     lv_set_threads(threads);
-    enum { T = 9, C = 24, H = 4, KV = 2, D = 6, V = 13 };
+    /* big enough that every kernel crosses CPU_PARALLEL_MIN_WORK and really runs in parallel */
+    enum { T = 72, C = 512, H = 8, KV = 4, D = 64, V = 520 };
     static lv_tensor *p[6];
     static lv_tensor *ids, *pos, *tgt;
     if (!p[0]) {   /* the same inputs for both runs */
@@ -179,6 +180,16 @@ static void test_threads(void)
     int64_t n1, n2;
     float *a = run_block(1, &n1);
     float *b = run_block(2, &n2);
+    int64_t first = -1, ndiff = 0;
+    for (int64_t i = 0; i < n1 && n1 == n2; i++)
+        if (memcmp(&a[i], &b[i], sizeof *a)) {
+            ndiff++;
+            if (first < 0)
+                first = i;
+        }
+    if (first >= 0)
+        printf("# first difference at value %lld (%.9g vs %.9g), %lld differ\n",
+               (long long)first, (double)a[first], (double)b[first], (long long)ndiff);
     tu_assert(n1 == n2 && memcmp(a, b, (size_t)n1 * sizeof *a) == 0,
               "loss, logits and %lld gradient values are bit-identical at 1 and 2 threads",
               (long long)n1);

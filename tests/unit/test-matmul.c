@@ -95,9 +95,10 @@ int main(int argc, char **argv)
     {   /* single row, long K, and right-hand sides that need several conversion panels */
         int64_t a1[2] = { 1, 33 }, b1[2] = { 17, 33 };
         run("1x33x17", 2, a1, 2, b1, LV_F32, LV_TRANS_B, true);
-        int64_t a2[2] = { 2, 500 }, b2[2] = { 600, 500 };
+        /* K = 5000 needs three k-panels of the 1 MiB conversion buffer per 128-column tile */
+        int64_t a2[2] = { 2, 5000 }, b2[2] = { 300, 5000 };
         run("panels tb", 2, a2, 2, b2, LV_F16, LV_TRANS_B, false);
-        int64_t a3[2] = { 2, 600 }, b3[2] = { 600, 500 };
+        int64_t a3[2] = { 2, 5000 }, b3[2] = { 5000, 300 };
         run("panels", 2, a3, 2, b3, LV_BF16, 0, false);
     }
     {   /* linear with bias, 3-D input, and a 1-D input */

@@ -20,9 +20,11 @@
  * Accumulation rule: dq, dk and dv are added into (+=), never assigned; NULL ones are skipped.
  *
  * Threads: every output element is computed by exactly one thread, in a fixed order, so
- * results do not depend on the thread count. out, lse and dq are split over (b, h, t); dk and
- * dv over (b, kv head, s), each looping over its group's query heads and over t in order and
- * recomputing the scores it needs (scores are cheap next to a race or a reduction).
+ * results do not depend on the thread count. out, lse and dq are split over the query rows
+ * (b, h, t); dk and dv over the key rows (b, kv head, s), each looping over its group's query
+ * heads and over t in order and recomputing the scores it needs (scores are cheap next to a
+ * race or a reduction). Rows go to threads through CPU_FOR_DYNAMIC (cpu.h), one flat index
+ * per row, in parallel only when B * H * T * S * D is large enough to pay for it.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -50,142 +52,163 @@ static inline int64_t key_end(int64_t t, int64_t T, int64_t S, int causal)
     return e < 0 ? 0 : (e > S ? S : e);
 }
 
+/* The sizes and read-only inputs of one call, shared by its per-row functions. out and lse
+ * are inputs only in the backward (the forward writes them through its own arguments). */
+struct attn {
+    const float *q, *k, *v, *out, *dout, *lse;
+    const int32_t *mask;
+    int64_t B, T, S, H, KV, D, G;   /* G: query heads per kv head */
+    float scale;
+    int causal;
+};
+
 /* ---- forward ------------------------------------------------------------------------ */
+
+/* out and lse of query row i = (b * H + h) * T + t (the index of lse). */
+static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
+{
+    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D;
+    int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
+    int64_t kh = h / a->G;
+    const float *qr = a->q + ((b * T + t) * H + h) * D;
+    float *o = out + ((b * T + t) * H + h) * D;
+    const int32_t *mr = a->mask ? a->mask + t * S : NULL;
+    int64_t send = key_end(t, T, S, a->causal);
+
+    for (int64_t d = 0; d < D; d++)
+        o[d] = 0.0f;
+    float m = -INFINITY;   /* running max of the visible scores */
+    double l = 0.0;        /* sum of exp(score - m) so far */
+    for (int64_t s = 0; s < send; s++) {
+        if (mr && mr[s])
+            continue;
+        const float *kr = a->k + ((b * S + s) * KV + kh) * D;
+        const float *vr = a->v + ((b * S + s) * KV + kh) * D;
+        float sc = a->scale * dot_f32(qr, kr, D);
+        if (sc > m) {
+            /* New maximum: rescale what was summed against the old one. */
+            if (l > 0.0) {
+                float corr = expf(m - sc);
+                l *= corr;
+                for (int64_t d = 0; d < D; d++)
+                    o[d] *= corr;
+            }
+            m = sc;
+        }
+        float e = expf(sc - m);
+        l += e;
+        for (int64_t d = 0; d < D; d++)
+            o[d] += e * vr[d];
+    }
+    if (l == 0.0) {
+        /* No visible key: the row stays zero and backward skips it. */
+        lse[i] = -INFINITY;
+        return;
+    }
+    float inv = (float)(1.0 / l);
+    for (int64_t d = 0; d < D; d++)
+        o[d] *= inv;
+    lse[i] = m + (float)log(l);
+}
 
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
                            int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal)
 {
-    int64_t G = H / KV;   /* query heads per kv head */
+    struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
+                      .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal };
+    /* Causal rows differ in cost, hence the dynamic schedule. */
+    CPU_FOR_DYNAMIC(B * H * T * S * D, i, B * H * T, {
+        attn_forward_row(&a, out, lse, i);
+    });
+}
 
-    #pragma omp parallel for collapse(3) schedule(dynamic, 8)
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t h = 0; h < H; h++) {
-            for (int64_t t = 0; t < T; t++) {
-                int64_t kh = h / G;
-                const float *qr = q + ((b * T + t) * H + h) * D;
-                float *o = out + ((b * T + t) * H + h) * D;
-                const int32_t *mr = mask ? mask + t * S : NULL;
-                int64_t send = key_end(t, T, S, causal);
+/* ---- backward ----------------------------------------------------------------------- */
 
+/* dq of query row i = (b * H + h) * T + t. */
+static inline void attn_dq_row(const struct attn *a, float *dq, int64_t i)
+{
+    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D;
+    float ls = a->lse[i];
+    if (ls == -INFINITY)
+        return;
+    int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
+    int64_t kh = h / a->G;
+    int64_t row = ((b * T + t) * H + h) * D;
+    const float *qr = a->q + row, *dor = a->dout + row;
+    float *dqr = dq + row;
+    const int32_t *mr = a->mask ? a->mask + t * S : NULL;
+    int64_t send = key_end(t, T, S, a->causal);
+    float Dt = dot_f32(dor, a->out + row, D);
+    for (int64_t s = 0; s < send; s++) {
+        if (mr && mr[s])
+            continue;
+        const float *kr = a->k + ((b * S + s) * KV + kh) * D;
+        const float *vr = a->v + ((b * S + s) * KV + kh) * D;
+        float p = expf(a->scale * dot_f32(qr, kr, D) - ls);
+        float ds = p * (dot_f32(dor, vr, D) - Dt);
+        float c = a->scale * ds;
+        for (int64_t d = 0; d < D; d++)
+            dqr[d] += c * kr[d];
+    }
+}
+
+/* dk and dv (either may be NULL) of key row i = (b * KV + kh) * S + s. */
+static inline void attn_dkdv_row(const struct attn *a, float *dk, float *dv, int64_t i)
+{
+    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, G = a->G;
+    int64_t b = i / (KV * S), kh = (i / S) % KV, s = i % S;
+    int64_t krow = ((b * S + s) * KV + kh) * D;
+    const float *kr = a->k + krow, *vr = a->v + krow;
+    float *dkr = dk ? dk + krow : NULL;
+    float *dvr = dv ? dv + krow : NULL;
+    /* Causal: key s is seen by queries t >= s - (S - T). */
+    int64_t t0 = a->causal ? s - (S - T) : 0;
+    if (t0 < 0)
+        t0 = 0;
+    for (int64_t h = kh * G; h < (kh + 1) * G; h++) {
+        for (int64_t t = t0; t < T; t++) {
+            if (a->mask && a->mask[t * S + s])
+                continue;
+            float ls = a->lse[(b * H + h) * T + t];
+            if (ls == -INFINITY)
+                continue;
+            int64_t row = ((b * T + t) * H + h) * D;
+            const float *qr = a->q + row, *dor = a->dout + row;
+            float p = expf(a->scale * dot_f32(qr, kr, D) - ls);
+            if (dvr) {
                 for (int64_t d = 0; d < D; d++)
-                    o[d] = 0.0f;
-                float m = -INFINITY;   /* running max of the visible scores */
-                double l = 0.0;        /* sum of exp(score - m) so far */
-                for (int64_t s = 0; s < send; s++) {
-                    if (mr && mr[s])
-                        continue;
-                    const float *kr = k + ((b * S + s) * KV + kh) * D;
-                    const float *vr = v + ((b * S + s) * KV + kh) * D;
-                    float sc = scale * dot_f32(qr, kr, D);
-                    if (sc > m) {
-                        /* New maximum: rescale what was summed against the old one. */
-                        if (l > 0.0) {
-                            float corr = expf(m - sc);
-                            l *= corr;
-                            for (int64_t d = 0; d < D; d++)
-                                o[d] *= corr;
-                        }
-                        m = sc;
-                    }
-                    float e = expf(sc - m);
-                    l += e;
-                    for (int64_t d = 0; d < D; d++)
-                        o[d] += e * vr[d];
-                }
-                if (l == 0.0) {
-                    /* No visible key: the row stays zero and backward skips it. */
-                    lse[(b * H + h) * T + t] = -INFINITY;
-                    continue;
-                }
-                float inv = (float)(1.0 / l);
+                    dvr[d] += p * dor[d];
+            }
+            if (dkr) {
+                float Dt = dot_f32(dor, a->out + row, D);
+                float ds = p * (dot_f32(dor, vr, D) - Dt);
+                float c = a->scale * ds;
                 for (int64_t d = 0; d < D; d++)
-                    o[d] *= inv;
-                lse[(b * H + h) * T + t] = m + (float)log(l);
+                    dkr[d] += c * qr[d];
             }
         }
     }
 }
-
-/* ---- backward ----------------------------------------------------------------------- */
 
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *out,
                             const float *lse, const int32_t *mask, int64_t B, int64_t T,
                             int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal)
 {
-    int64_t G = H / KV;
+    struct attn a = { .q = q, .k = k, .v = v, .out = out, .dout = dout, .lse = lse,
+                      .mask = mask, .B = B, .T = T, .S = S, .H = H, .KV = KV, .D = D,
+                      .G = H / KV, .scale = scale, .causal = causal };
+    int64_t work = B * H * T * S * D;
 
     if (dq) {
-        #pragma omp parallel for collapse(3) schedule(dynamic, 8)
-        for (int64_t b = 0; b < B; b++) {
-            for (int64_t h = 0; h < H; h++) {
-                for (int64_t t = 0; t < T; t++) {
-                    float ls = lse[(b * H + h) * T + t];
-                    if (ls == -INFINITY)
-                        continue;
-                    int64_t kh = h / G;
-                    int64_t row = ((b * T + t) * H + h) * D;
-                    const float *qr = q + row, *dor = dout + row;
-                    float *dqr = dq + row;
-                    const int32_t *mr = mask ? mask + t * S : NULL;
-                    int64_t send = key_end(t, T, S, causal);
-                    float Dt = dot_f32(dor, out + row, D);
-                    for (int64_t s = 0; s < send; s++) {
-                        if (mr && mr[s])
-                            continue;
-                        const float *kr = k + ((b * S + s) * KV + kh) * D;
-                        const float *vr = v + ((b * S + s) * KV + kh) * D;
-                        float p = expf(scale * dot_f32(qr, kr, D) - ls);
-                        float ds = p * (dot_f32(dor, vr, D) - Dt);
-                        float c = scale * ds;
-                        for (int64_t d = 0; d < D; d++)
-                            dqr[d] += c * kr[d];
-                    }
-                }
-            }
-        }
+        CPU_FOR_DYNAMIC(work, i, B * H * T, {
+            attn_dq_row(&a, dq, i);
+        });
     }
-
     if (!dk && !dv)
         return;
-
-    #pragma omp parallel for collapse(3) schedule(dynamic, 8)
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t kh = 0; kh < KV; kh++) {
-            for (int64_t s = 0; s < S; s++) {
-                int64_t krow = ((b * S + s) * KV + kh) * D;
-                const float *kr = k + krow, *vr = v + krow;
-                float *dkr = dk ? dk + krow : NULL;
-                float *dvr = dv ? dv + krow : NULL;
-                /* Causal: key s is seen by queries t >= s - (S - T). */
-                int64_t t0 = causal ? s - (S - T) : 0;
-                if (t0 < 0)
-                    t0 = 0;
-                for (int64_t h = kh * G; h < (kh + 1) * G; h++) {
-                    for (int64_t t = t0; t < T; t++) {
-                        if (mask && mask[t * S + s])
-                            continue;
-                        float ls = lse[(b * H + h) * T + t];
-                        if (ls == -INFINITY)
-                            continue;
-                        int64_t row = ((b * T + t) * H + h) * D;
-                        const float *qr = q + row, *dor = dout + row;
-                        float p = expf(scale * dot_f32(qr, kr, D) - ls);
-                        if (dvr) {
-                            for (int64_t d = 0; d < D; d++)
-                                dvr[d] += p * dor[d];
-                        }
-                        if (dkr) {
-                            float Dt = dot_f32(dor, out + row, D);
-                            float ds = p * (dot_f32(dor, vr, D) - Dt);
-                            float c = scale * ds;
-                            for (int64_t d = 0; d < D; d++)
-                                dkr[d] += c * qr[d];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    CPU_FOR_DYNAMIC(work, i, B * KV * S, {
+        attn_dkdv_row(&a, dk, dv, i);
+    });
 }

@@ -1,8 +1,9 @@
 /*
  * cpu-elementwise.c: activations and their derivatives, one element at a time.
  *
- * Each output element depends on its input element only, so the parallel loops give the
- * same bits at any thread count. Backward accumulates: dx += dy * f'(x).
+ * Each output element depends on its input element only, so the loops (CPU_FOR in cpu.h,
+ * parallel from about 32K elements up) give the same bits at any thread count. Backward
+ * accumulates: dx += dy * f'(x).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -25,31 +26,30 @@ void cpu_unary_forward(float *y, const float *x, int64_t n, enum cpu_unary f)
 {
     switch (f) {
     case CPU_SQRT:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++)
+        CPU_FOR(n, i, n, {
             y[i] = sqrtf(x[i]);
+        });
         break;
     case CPU_SILU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++)
+        CPU_FOR(n, i, n, {
             y[i] = x[i] * sigmoidf(x[i]);
+        });
         break;
     case CPU_GELU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++)
+        CPU_FOR(n, i, n, {
             y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+        });
         break;
     case CPU_GELU_TANH:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float v = x[i];
             y[i] = 0.5f * v * (1.0f + tanhf(SQRT_2_OVER_PI * (v + GELU_TANH_C * v * v * v)));
-        }
+        });
         break;
     case CPU_QUICK_GELU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++)
+        CPU_FOR(n, i, n, {
             y[i] = x[i] * sigmoidf(QUICK_GELU_K * x[i]);
+        });
         break;
     }
 }
@@ -59,42 +59,38 @@ void cpu_unary_backward(float *dx, const float *dy, const float *x, const float 
 {
     switch (f) {
     case CPU_SQRT:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++)
+        CPU_FOR(n, i, n, {
             dx[i] += dy[i] * 0.5f / y[i];
+        });
         break;
     case CPU_SILU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float s = sigmoidf(x[i]);
             dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
-        }
+        });
         break;
     case CPU_GELU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float v = x[i];
             float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
             float pdf = expf(-0.5f * v * v) * 0.3989422804014327f;
             dx[i] += dy[i] * (cdf + v * pdf);
-        }
+        });
         break;
     case CPU_GELU_TANH:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float v = x[i];
             float u = SQRT_2_OVER_PI * (v + GELU_TANH_C * v * v * v);
             float t = tanhf(u);
             float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_C * v * v);
             dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-        }
+        });
         break;
     case CPU_QUICK_GELU:
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float s = sigmoidf(QUICK_GELU_K * x[i]);
             dx[i] += dy[i] * (s + QUICK_GELU_K * x[i] * s * (1.0f - s));
-        }
+        });
         break;
     }
 }

@@ -9,8 +9,8 @@
  * from it, so no (N, V) probability matrix is kept.
  *
  * Numerics: lse subtracts the row max before exp and sums in double. The loss is summed over
- * rows in double, serially and in row order after the parallel lse loop: an OpenMP reduction
- * would make the sum depend on the thread count.
+ * rows in double, serially and in row order after the lse loop (CPU_FOR, cpu.h: parallel over
+ * rows when big enough): an OpenMP reduction would make the sum depend on the thread count.
  *
  * Accumulation rule: the backward adds into dlogits (+=), never assigns; ignored rows get
  * nothing added. Targets >= V must be refused by the caller (lv_cross_entropy).
@@ -24,21 +24,25 @@
 #include <assert.h>
 #include <math.h>
 
+/* log sum exp of one row of V logits */
+static inline float row_lse(const float *x, int64_t V)
+{
+    float mx = -INFINITY;
+    for (int64_t c = 0; c < V; c++)
+        if (x[c] > mx)
+            mx = x[c];
+    double s = 0.0;
+    for (int64_t c = 0; c < V; c++)
+        s += expf(x[c] - mx);
+    return (float)((double)mx + log(s));
+}
+
 int64_t cpu_cross_entropy_forward(float *loss, float *lse, const float *logits,
                                   const int32_t *targets, int64_t N, int64_t V)
 {
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = logits + n * V;
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < V; c++)
-            if (x[c] > mx)
-                mx = x[c];
-        double s = 0.0;
-        for (int64_t c = 0; c < V; c++)
-            s += expf(x[c] - mx);
-        lse[n] = (float)((double)mx + log(s));
-    }
+    CPU_FOR(N * V, n, N, {
+        lse[n] = row_lse(logits + n * V, V);
+    });
 
     double sum = 0.0;
     int64_t count = 0;
@@ -62,8 +66,7 @@ void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *logits
         return;
     float g = dloss * inv_count;
 
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
+    CPU_FOR(N * V, n, N, {
         int32_t tg = targets[n];
         if (tg < 0)
             continue;
@@ -72,5 +75,5 @@ void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *logits
         float ls = lse[n];
         for (int64_t c = 0; c < V; c++)
             dx[c] += g * (expf(x[c] - ls) - (c == tg ? 1.0f : 0.0f));
-    }
+    });
 }

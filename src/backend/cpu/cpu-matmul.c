@@ -1,10 +1,13 @@
 /*
  * cpu-matmul.c: matrix products on the CPU through OpenBLAS's sgemm.
  *
- * F16 and BF16 right-hand sides are converted to F32 one panel at a time into a per-thread
- * buffer of CONV_FLOATS floats (allocated on a thread's first use, freed when it exits), so
- * a product never allocates and never holds a whole F32 copy of a large weight. The
- * performance work replaces this with kernels that read the narrow types directly.
+ * The output is cut into fixed tiles (TILE_M x TILE_N) and each tile is one single-threaded
+ * sgemm, run in parallel over tiles: OpenBLAS's own threads split the work by thread count,
+ * which changes the rounding, so lavinia keeps OpenBLAS at one thread (cpu.c) and owns the
+ * parallelism. F16 and BF16 right-hand sides are converted to F32 one panel at a time into a
+ * per-thread buffer of CONV_FLOATS floats (allocated on a thread's first use, freed when it
+ * exits), so a product never allocates in steady state and never holds a whole F32 copy of a
+ * large weight. The performance work replaces this with kernels that read narrow types.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -50,12 +53,65 @@ void cpu_gemm_naive(float *c, const float *a, const float *b, int ta, int tb,
     }
 }
 
+/* Tiles of the output: fixed by the shape alone, never by the thread count. */
+#define TILE_M 512
+#define TILE_N 128
+
+/* c (M, N), leading dimension ldc = op(a)'s M x K tile times op(b)'s K x N tile, F32 b with
+ * leading dimension ldb. OpenBLAS runs single-threaded: the parallelism is ours. */
 static void sgemm(float *c, const float *a, const float *b, int ta, int tb, int64_t M,
-                  int64_t N, int64_t K, int64_t ldb, int64_t ldc, float beta)
+                  int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, float beta)
 {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (blasint)M, (blasint)N, (blasint)K, 1.0f, a, (blasint)(ta ? M : K), b,
-                (blasint)ldb, beta, c, (blasint)ldc);
+                (blasint)M, (blasint)N, (blasint)K, 1.0f, a, (blasint)lda, b, (blasint)ldb,
+                beta, c, (blasint)ldc);
+}
+
+/* One output tile, rows [m0, m0+mm) and columns [n0, n0+nn): F32 b directly, F16/BF16 b
+ * through the per-thread buffer in panels of k. */
+static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
+                      int64_t M, int64_t N, int64_t K, float beta, int64_t m0, int64_t mm,
+                      int64_t n0, int64_t nn)
+{
+    float *ct = c + m0 * N + n0;
+    const float *at = ta ? a + m0 : a + m0 * K;
+    int64_t lda = ta ? M : K;
+    if (bt == LV_F32) {
+        const float *bf = b;
+        sgemm(ct, at, tb ? bf + n0 * K : bf + n0, ta, tb, mm, nn, K, lda, tb ? K : N, N, beta);
+        return;
+    }
+    const uint16_t *bh = b;
+    float *buf = conv_buffer();
+    int64_t kb = buf ? CONV_FLOATS / nn : 0;
+    if (kb == 0) {
+        /* no buffer (out of memory for 1 MiB): convert one element at a time */
+        for (int64_t m = 0; m < mm; m++)
+            for (int64_t n = 0; n < nn; n++) {
+                float acc = 0.0f;
+                for (int64_t k = 0; k < K; k++) {
+                    uint16_t e = bh[tb ? (n0 + n) * K + k : k * N + n0 + n];
+                    float bv = bt == LV_F16 ? lv_f16_to_f32(e) : lv_bf16_to_f32(e);
+                    acc += at[ta ? k * M + m : m * K + k] * bv;
+                }
+                ct[m * N + n] = beta == 0.0f ? acc : beta * ct[m * N + n] + acc;
+            }
+        return;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        int64_t kk = K - k0 < kb ? K - k0 : kb;
+        /* the panel of b in its own layout, converted to F32: (nn, kk) rows of a (N, K) b,
+         * or (kk, nn) rows of a (K, N) b */
+        if (tb) {
+            for (int64_t n = 0; n < nn; n++)
+                lv_convert_row(buf + n * kk, LV_F32, bh + (n0 + n) * K + k0, bt, kk);
+        } else {
+            for (int64_t k = 0; k < kk; k++)
+                lv_convert_row(buf + k * nn, LV_F32, bh + (k0 + k) * N + n0, bt, nn);
+        }
+        sgemm(ct, ta ? at + k0 * M : at + k0, buf, ta, tb, mm, nn, kk, lda, tb ? kk : nn, N,
+              k0 == 0 ? beta : 1.0f);
+    }
 }
 
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
@@ -68,68 +124,13 @@ void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int 
             c[i] = beta == 0.0f ? 0.0f : beta * c[i];
         return;
     }
-    if (bt == LV_F32) {
-        sgemm(c, a, b, ta, tb, M, N, K, tb ? K : N, N, beta);
-        return;
-    }
-    float *buf = conv_buffer();
-    if (!buf) {
-        /* Out of memory for 1 MiB: fall back to converting one element at a time. */
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) {
-                float acc = 0.0f;
-                for (int64_t k = 0; k < K; k++) {
-                    float bv;
-                    lv_convert_row(&bv, LV_F32, (const char *)b +
-                                   (tb ? n * K + k : k * N + n) * 2, bt, 1);
-                    acc += (ta ? a[k * M + m] : a[m * K + k]) * bv;
-                }
-                c[m * N + n] = beta == 0.0f ? acc : beta * c[m * N + n] + acc;
-            }
-        return;
-    }
-    const uint16_t *bh = b;
-    if (tb) {
-        /* b is (N, K): convert blocks of whole rows, each block fills columns of c */
-        int64_t nb = CONV_FLOATS / K > 0 ? CONV_FLOATS / K : 1;
-        if (CONV_FLOATS < K)
-            goto by_k;
-        for (int64_t n0 = 0; n0 < N; n0 += nb) {
-            int64_t nn = N - n0 < nb ? N - n0 : nb;
-            lv_convert_row(buf, LV_F32, bh + n0 * K, bt, nn * K);
-            sgemm(c + n0, a, buf, ta, 1, M, nn, K, K, N, beta);
-        }
-        return;
-    }
-by_k:
-    /* b is (K, N) (or rows too long for the buffer): add up panels of k */
-    if (CONV_FLOATS < N) {
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) {
-                float acc = 0.0f;
-                for (int64_t k = 0; k < K; k++) {
-                    const uint16_t *e = bh + (tb ? n * K + k : k * N + n);
-                    float bv = bt == LV_F16 ? lv_f16_to_f32(*e) : lv_bf16_to_f32(*e);
-                    acc += (ta ? a[k * M + m] : a[m * K + k]) * bv;
-                }
-                c[m * N + n] = beta == 0.0f ? acc : beta * c[m * N + n] + acc;
-            }
-        return;
-    }
-    int64_t kb = CONV_FLOATS / N;
-    for (int64_t k0 = 0; k0 < K; k0 += kb) {
-        int64_t kk = K - k0 < kb ? K - k0 : kb;
-        if (tb) {
-            /* gather the (kk, N) panel of b^T from the (N, K) rows */
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t k = 0; k < kk; k++)
-                    lv_convert_row(buf + k * N + n, LV_F32, bh + n * K + k0 + k, bt, 1);
-        } else {
-            lv_convert_row(buf, LV_F32, bh + k0 * N, bt, kk * N);
-        }
-        const float *ap = ta ? a + k0 * M : a + k0;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, (blasint)M,
-                    (blasint)N, (blasint)kk, 1.0f, ap, (blasint)(ta ? M : K), buf, (blasint)N,
-                    k0 == 0 ? beta : 1.0f, c, (blasint)N);
-    }
+    /* Each tile is one single-threaded sgemm, and the tiles depend on the shape only, so the
+     * result is the same at any thread count (OpenBLAS's own threading splits the work by
+     * thread count and changes the rounding). */
+    int64_t tm = (M + TILE_M - 1) / TILE_M, tn = (N + TILE_N - 1) / TILE_N;
+    CPU_FOR(2 * M * N * K, t, tm * tn, {
+        int64_t m0 = (t / tn) * TILE_M, n0 = (t % tn) * TILE_N;
+        gemm_tile(c, a, b, bt, ta, tb, M, N, K, beta, m0, M - m0 < TILE_M ? M - m0 : TILE_M, n0,
+                  N - n0 < TILE_N ? N - n0 : TILE_N);
+    });
 }

@@ -16,8 +16,9 @@
  * The backward rotates dy by the opposite angle (a rotation's transpose is its inverse), and
  * accumulates: dx += R(-theta) dy, never assigned.
  *
- * Threads: the (t, i) pairs are split across threads; each computes its cos and sin once and
- * rotates that pair in every batch row and head. Each output element is written by one thread.
+ * Threads: the (t, i) pairs are split across threads (CPU_FOR, cpu.h); each computes its cos
+ * and sin once and rotates that pair in every batch row and head. Each output element is
+ * written by one thread.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -28,6 +29,29 @@
 #include <math.h>
 
 #include "lavinia/ops.h"
+
+/* Rotate pair (j0, j1) of token t, in every batch row and head, by the angle whose cosine is
+ * c and sine is s (add: y += instead of y =). */
+static inline void rope_pair(float *y, const float *x, int64_t B, int64_t T, int64_t H,
+                             int64_t D, int64_t t, int64_t j0, int64_t j1, float c, float s,
+                             int add)
+{
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < H; h++) {
+            int64_t row = ((b * T + t) * H + h) * D;
+            float x0 = x[row + j0], x1 = x[row + j1];
+            float y0 = x0 * c - x1 * s;
+            float y1 = x0 * s + x1 * c;
+            if (add) {
+                y[row + j0] += y0;
+                y[row + j1] += y1;
+            } else {
+                y[row + j0] = y0;
+                y[row + j1] = y1;
+            }
+        }
+    }
+}
 
 /* Rotate every pair of x by sgn * theta into y (add: y += instead of y =). */
 static void rope_apply(float *y, const float *x, const int32_t *pos, int64_t B, int64_t T,
@@ -40,40 +64,23 @@ static void rope_apply(float *y, const float *x, const int32_t *pos, int64_t B, 
     int64_t step = mode == LV_ROPE_META ? 2 : 1;
     int64_t off = mode == LV_ROPE_META ? 1 : half;
 
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t i = 0; i < half; i++) {
-            double inv_freq = pow((double)base, -2.0 * (double)i / (double)D);
-            double theta = (double)pos[t] / (double)freq_scale * inv_freq;
-            float c = (float)cos(theta);
-            float s = sgn * (float)sin(theta);
-            int64_t j0 = i * step, j1 = j0 + off;
-            for (int64_t b = 0; b < B; b++) {
-                for (int64_t h = 0; h < H; h++) {
-                    int64_t row = ((b * T + t) * H + h) * D;
-                    float x0 = x[row + j0], x1 = x[row + j1];
-                    float y0 = x0 * c - x1 * s;
-                    float y1 = x0 * s + x1 * c;
-                    if (add) {
-                        y[row + j0] += y0;
-                        y[row + j1] += y1;
-                    } else {
-                        y[row + j0] = y0;
-                        y[row + j1] = y1;
-                    }
-                }
-            }
-        }
-    }
+    /* One index per (t, i) pair, t-major. */
+    CPU_FOR(B * T * H * D, ti, T * half, {
+        int64_t t = ti / half, i = ti % half;
+        double inv_freq = pow((double)base, -2.0 * (double)i / (double)D);
+        double theta = (double)pos[t] / (double)freq_scale * inv_freq;
+        float c = (float)cos(theta);
+        float s = sgn * (float)sin(theta);
+        rope_pair(y, x, B, T, H, D, t, i * step, i * step + off, c, s, add);
+    });
     if (D % 2) {
         int64_t rows = B * T * H;
-        #pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
+        CPU_FOR(rows, r, rows, {
             if (add)
                 y[r * D + D - 1] += x[r * D + D - 1];
             else
                 y[r * D + D - 1] = x[r * D + D - 1];
-        }
+        });
     }
 }
 

@@ -46,13 +46,12 @@ void cpu_binary_forward(float *y, const float *a, const float *b, const int64_t 
     int64_t n = shape4[0] * shape4[1] * shape4[2] * shape4[3];
     int64_t inner = shape4[3];
     /* rows of the last dim: b is either contiguous along it or a scalar there */
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t r = 0; r < n / (inner ? inner : 1); r++) {
+    CPU_FOR(n, r, n / (inner ? inner : 1), {
         int64_t boff = bindex(r * inner, shape4, bstride);
         int64_t bs = bstride[3];
         for (int64_t j = 0; j < inner; j++)
             y[r * inner + j] = binary_apply(f, a[r * inner + j], b[boff + j * bs]);
-    }
+    });
 }
 
 void cpu_binary_backward(float *da, float *db, const float *dy, const float *a, const float *b,
@@ -60,26 +59,24 @@ void cpu_binary_backward(float *da, float *db, const float *dy, const float *a, 
 {
     int64_t n = shape4[0] * shape4[1] * shape4[2] * shape4[3];
     if (da) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) {
+        CPU_FOR(n, i, n, {
             float bv = b[bindex(i, shape4, bstride)];
             float g = dy[i];
             da[i] += f == CPU_MUL ? g * bv : f == CPU_DIV ? g / bv : g;
-        }
+        });
     }
     if (db) {
         bool same = true;
         for (int d = 0; d < 4; d++)
             same &= shape4[d] == 1 || bstride[d] != 0;
         if (same) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-            for (int64_t i = 0; i < n; i++) {
+            CPU_FOR(n, i, n, {
                 float bv = b[i], g = dy[i];
                 db[i] += f == CPU_ADD   ? g
                          : f == CPU_SUB ? -g
                          : f == CPU_MUL ? g * a[i]
                                         : -g * a[i] / (bv * bv);
-            }
+            });
         } else {
             /* broadcast: many elements of dy land on one of db; add them in index order */
             for (int64_t i = 0; i < n; i++) {
@@ -110,8 +107,7 @@ void cpu_copy_strided(void *dst, lv_dtype dt, const lv_tensor *src)
     const char *s = src->data;
     char *o = dst;
     int64_t rows = sh[0] * sh[1] * sh[2];
-#pragma omp parallel for schedule(static) if (rows * sh[3] > 32768)
-    for (int64_t r = 0; r < rows; r++) {
+    CPU_FOR(rows * sh[3], r, rows, {
         int64_t i0 = r / (sh[1] * sh[2]), i1 = (r / sh[2]) % sh[1], i2 = r % sh[2];
         const char *row = s + (i0 * st[0] + i1 * st[1] + i2 * st[2]) * (int64_t)es;
         char *out = o + r * sh[3] * (int64_t)ds;
@@ -122,7 +118,7 @@ void cpu_copy_strided(void *dst, lv_dtype dt, const lv_tensor *src)
                 lv_convert_row(out + j * (int64_t)ds, dt, row + j * st[3] * (int64_t)es,
                                src->dtype, 1);
         }
-    }
+    });
 }
 
 void cpu_view_backward(float *dx, const float *dy, const int64_t *shape4, int64_t off,
@@ -131,15 +127,14 @@ void cpu_view_backward(float *dx, const float *dy, const int64_t *shape4, int64_
     /* A view never maps two of its elements onto one input element, so rows are
      * independent. */
     int64_t rows = shape4[0] * shape4[1] * shape4[2];
-#pragma omp parallel for schedule(static) if (rows * shape4[3] > 32768)
-    for (int64_t r = 0; r < rows; r++) {
+    CPU_FOR(rows * shape4[3], r, rows, {
         int64_t i0 = r / (shape4[1] * shape4[2]), i1 = (r / shape4[2]) % shape4[1];
         int64_t i2 = r % shape4[2];
         float *d = dx + off + i0 * gstride4[0] + i1 * gstride4[1] + i2 * gstride4[2];
         const float *g = dy + r * shape4[3];
         for (int64_t j = 0; j < shape4[3]; j++)
             d[j * gstride4[3]] += g[j];
-    }
+    });
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -148,30 +143,27 @@ void cpu_view_backward(float *dx, const float *dy, const int64_t *shape4, int64_
 
 void cpu_sum_forward(float *y, const float *x, int64_t outer, int64_t n, int64_t inner)
 {
-#pragma omp parallel for schedule(static) if (outer * inner * n > 32768)
-    for (int64_t o = 0; o < outer * inner; o++) {
+    CPU_FOR(outer * inner * n, o, outer * inner, {
         int64_t a = o / inner, c = o % inner;
         double acc = 0.0;
         for (int64_t i = 0; i < n; i++)
             acc += x[(a * n + i) * inner + c];
         y[o] = (float)acc;
-    }
+    });
 }
 
 void cpu_sum_backward(float *dx, const float *dy, int64_t outer, int64_t n, int64_t inner)
 {
-#pragma omp parallel for schedule(static) if (outer * inner * n > 32768)
-    for (int64_t o = 0; o < outer * inner; o++) {
+    CPU_FOR(outer * inner * n, o, outer * inner, {
         int64_t a = o / inner, c = o % inner;
         for (int64_t i = 0; i < n; i++)
             dx[(a * n + i) * inner + c] += dy[o];
-    }
+    });
 }
 
 void cpu_l2norm_forward(float *y, const float *x, int64_t outer, int64_t n, int64_t inner)
 {
-#pragma omp parallel for schedule(static) if (outer * inner * n > 32768)
-    for (int64_t o = 0; o < outer * inner; o++) {
+    CPU_FOR(outer * inner * n, o, outer * inner, {
         int64_t a = o / inner, c = o % inner;
         double acc = 0.0;
         for (int64_t i = 0; i < n; i++) {
@@ -179,21 +171,20 @@ void cpu_l2norm_forward(float *y, const float *x, int64_t outer, int64_t n, int6
             acc += v * v;
         }
         y[o] = (float)sqrt(acc);
-    }
+    });
 }
 
 void cpu_l2norm_backward(float *dx, const float *dy, const float *x, const float *y,
                          int64_t outer, int64_t n, int64_t inner)
 {
-#pragma omp parallel for schedule(static) if (outer * inner * n > 32768)
-    for (int64_t o = 0; o < outer * inner; o++) {
+    CPU_FOR(outer * inner * n, o, outer * inner, {
         int64_t a = o / inner, c = o % inner;
         if (y[o] == 0.0f)
             continue;           /* the norm is not differentiable at 0: use the subgradient 0 */
         float k = dy[o] / y[o];
         for (int64_t i = 0; i < n; i++)
             dx[(a * n + i) * inner + c] += k * x[(a * n + i) * inner + c];
-    }
+    });
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -213,40 +204,38 @@ static inline bool dropout_keep(uint64_t seed, int64_t i, float p)
 void cpu_dropout_forward(float *y, const float *x, int64_t n, float p, uint64_t seed)
 {
     float k = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++)
+    CPU_FOR(n, i, n, {
         y[i] = dropout_keep(seed, i, p) ? x[i] * k : 0.0f;
+    });
 }
 
 void cpu_dropout_backward(float *dx, const float *dy, int64_t n, float p, uint64_t seed)
 {
     float k = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++)
+    CPU_FOR(n, i, n, {
         if (dropout_keep(seed, i, p))
             dx[i] += dy[i] * k;
+    });
 }
 
 void cpu_swiglu_forward(float *y, const float *gate, const float *up, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
+    CPU_FOR(n, i, n, {
         float g = gate[i];
         y[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    });
 }
 
 void cpu_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
                          const float *up, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
+    CPU_FOR(n, i, n, {
         float g = gate[i], s = 1.0f / (1.0f + expf(-g));
         if (dgate)
             dgate[i] += dy[i] * up[i] * s * (1.0f + g * (1.0f - s));
         if (dup)
             dup[i] += dy[i] * g * s;
-    }
+    });
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -257,10 +246,10 @@ void cpu_embedding_forward(float *out, const void *table, lv_dtype tt, const int
                            int64_t T, int64_t C)
 {
     size_t es = lv_dtype_size(tt);
-#pragma omp parallel for schedule(static) if (T * C > 32768)
-    for (int64_t t = 0; t < T; t++)
-        lv_convert_row(out + t * C, LV_F32, (const char *)table + (int64_t)ids[t] * C * (int64_t)es,
-                       tt, C);
+    CPU_FOR(T * C, t, T, {
+        const char *row = (const char *)table + (int64_t)ids[t] * C * (int64_t)es;
+        lv_convert_row(out + t * C, LV_F32, row, tt, C);
+    });
 }
 
 void cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int64_t T,
@@ -269,10 +258,10 @@ void cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids
     (void)V;
     /* Parallel over channels: each thread owns a column range of every row, and tokens are
      * added in order, so repeated ids sum the same way at any thread count. */
-#pragma omp parallel for schedule(static) if (T * C > 32768)
-    for (int64_t c = 0; c < C; c++)
+    CPU_FOR(T * C, c, C, {
         for (int64_t t = 0; t < T; t++)
             dtable[(int64_t)ids[t] * C + c] += dout[t * C + c];
+    });
 }
 
 void cpu_concat_forward(float *out, const float *a, const float *b, int64_t outer, int64_t na,
@@ -306,23 +295,21 @@ void cpu_im2col(float *cols, const float *img, int64_t B, int64_t Cin, int64_t H
                 int64_t P)
 {
     int64_t nh = Hh / P, nw = Ww / P, K = Cin * P * P;
-#pragma omp parallel for schedule(static) if (B * nh * nw * K > 32768)
-    for (int64_t r = 0; r < B * nh * nw; r++) {
+    CPU_FOR(B * nh * nw * K, r, B * nh * nw, {
         int64_t b = r / (nh * nw), py = (r / nw) % nh, px = r % nw;
         float *row = cols + r * K;
         for (int64_t c = 0; c < Cin; c++)
             for (int64_t i = 0; i < P; i++)
                 memcpy(row + (c * P + i) * P,
                        img + ((b * Cin + c) * Hh + py * P + i) * Ww + px * P, (size_t)P * 4);
-    }
+    });
 }
 
 void cpu_col2im(float *dimg, const float *dcols, int64_t B, int64_t Cin, int64_t Hh,
                 int64_t Ww, int64_t P)
 {
     int64_t nh = Hh / P, nw = Ww / P, K = Cin * P * P;
-#pragma omp parallel for schedule(static) if (B * nh * nw * K > 32768)
-    for (int64_t r = 0; r < B * nh * nw; r++) {
+    CPU_FOR(B * nh * nw * K, r, B * nh * nw, {
         int64_t b = r / (nh * nw), py = (r / nw) % nh, px = r % nw;
         const float *row = dcols + r * K;
         for (int64_t c = 0; c < Cin; c++)
@@ -330,5 +317,5 @@ void cpu_col2im(float *dimg, const float *dcols, int64_t B, int64_t Cin, int64_t
                 for (int64_t j = 0; j < P; j++)
                     dimg[((b * Cin + c) * Hh + py * P + i) * Ww + px * P + j] +=
                         row[(c * P + i) * P + j];
-    }
+    });
 }

@@ -64,10 +64,13 @@ static bool cpu_supports(void *ctx, const lv_node *node)
 static void cpu_set_threads(void *ctx, int n)
 {
     (void)ctx;
+    /* OpenBLAS stays single-threaded: cpu_gemm runs it per tile on lavinia's threads, since
+     * its own threading makes results depend on the thread count. Its OpenMP build also sets
+     * OpenMP's thread count here, so lavinia's own setting must come after. */
+    openblas_set_num_threads(1);
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
 }
 
 /* ----------------------------------------------------------------------------------------

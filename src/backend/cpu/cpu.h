@@ -5,16 +5,93 @@
  * Conventions (llm.c): outputs first, then inputs, then sizes. Backward takes the gradient
  * destinations first, then dy, then saved values and forward inputs, then sizes. Every
  * gradient destination is accumulated into (+=); a NULL destination is skipped. All arrays
- * are contiguous F32 unless the type says otherwise. Loops run in parallel with OpenMP, and
- * every output element is computed by one thread in a fixed order, so results do not depend
- * on the thread count. No fast-math: expf, erff and tanhf come from libm.
+ * are contiguous F32 unless the type says otherwise. Loops run through CPU_FOR (below), in
+ * parallel with OpenMP when they are big enough, and every output element is computed by one
+ * thread in a fixed order, so results do not depend on the thread count. No fast-math: expf,
+ * erff and tanhf come from libm.
  */
 #ifndef LV_CPU_H
 #define LV_CPU_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "lavinia/tensor.h"
+
+/* --- parallel loops ----------------------------------------------------------------- */
+
+/*
+ * Why not a plain `#pragma omp parallel for`: libgomp allocates a team (a memalign of about
+ * 1.5 KB, freed at the region's end) every time it starts a region that runs on one thread,
+ * and that includes a region whose if() clause is false and every region when the thread
+ * count is 1. It caches the team only for regions of two threads or more. lavinia's rule is
+ * that a training or inference step allocates nothing after warm-up (tests/unit/test-steady),
+ * so a loop must not enter a parallel region at all unless it will really use several
+ * threads. CPU_FOR decides before the region: it runs the loop in parallel only when the
+ * work estimate exceeds CPU_PARALLEL_MIN_WORK and OpenMP may use more than one thread;
+ * otherwise it runs the same body as a plain serial loop, with no libgomp call. Without
+ * OpenMP it is always the serial loop.
+ *
+ * The work estimate is roughly the number of elements touched or multiply-adds done; below
+ * the threshold, starting a team costs more than the loop. Defining it to 0 at build time
+ * (-DCPU_PARALLEL_MIN_WORK=0) sends every loop through OpenMP, to test thread independence.
+ *
+ * Each index var in [0, count) is run exactly once, by one thread, and the body never depends
+ * on which thread or in which order other indices run, so results are bit-identical at any
+ * thread count. The body is the macro's trailing arguments, so commas in it are fine; write
+ * it as a braced block and move long bodies into a static inline function of var. The
+ * count and the work are evaluated once, before the loop.
+ */
+#ifndef CPU_PARALLEL_MIN_WORK
+#define CPU_PARALLEL_MIN_WORK 32768
+#endif
+
+static inline bool cpu_parallel_worth(int64_t work)
+{
+#ifdef _OPENMP
+    return work > CPU_PARALLEL_MIN_WORK && omp_get_max_threads() > 1;
+#else
+    (void)work;
+    return false;
+#endif
+}
+
+#ifdef _OPENMP
+#define CPU_FOR_(pragma, work, var, count, ...)                                             \
+    do {                                                                                    \
+        int64_t var##_n_ = (count);                                                         \
+        if (cpu_parallel_worth(work)) {                                                     \
+            _Pragma(pragma)                                                                 \
+            for (int64_t var = 0; var < var##_n_; var++) {                                  \
+                __VA_ARGS__                                                                 \
+            }                                                                               \
+        } else {                                                                            \
+            for (int64_t var = 0; var < var##_n_; var++) {                                  \
+                __VA_ARGS__                                                                 \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+#else
+#define CPU_FOR_(pragma, work, var, count, ...)                                             \
+    do {                                                                                    \
+        (void)(work);                                                                       \
+        int64_t var##_n_ = (count);                                                         \
+        for (int64_t var = 0; var < var##_n_; var++) {                                      \
+            __VA_ARGS__                                                                     \
+        }                                                                                   \
+    } while (0)
+#endif
+
+/* Static schedule: equal contiguous ranges of indices per thread. */
+#define CPU_FOR(work, var, count, ...)                                                      \
+    CPU_FOR_("omp parallel for schedule(static)", work, var, count, __VA_ARGS__)
+/* Dynamic schedule, 8 indices at a time: for iterations of uneven cost (causal attention). */
+#define CPU_FOR_DYNAMIC(work, var, count, ...)                                              \
+    CPU_FOR_("omp parallel for schedule(dynamic, 8)", work, var, count, __VA_ARGS__)
 
 /* --- matmul (cpu-matmul.c) ---------------------------------------------------------- */
 
