@@ -50,17 +50,32 @@ build() {
     make -C "$dir" -s -j"$jobs"
 }
 
+# A source tree configured in place (./configure run in it) cannot host out-of-tree builds.
+in_place=no
+[ -f "$top/config.status" ] && in_place=yes
+
 case "${1:-}" in
 run)
     shift
     install_packages $packages
-    bootstrap
-    build default || exit 1
+    if [ $in_place = yes ]; then
+        make -C "$top" -s -j"$jobs" || exit 1
+        bin="$top/src/lavinia"
+    else
+        bootstrap
+        build default || exit 1
+        bin="$top/build/default/src/lavinia"
+    fi
     [ $# -eq 0 ] && set -- --help
-    exec "$top/build/default/src/lavinia" "$@"
+    exec "$bin" "$@"
     ;;
 check)
     install_packages $packages $test_packages
+    if [ $in_place = yes ]; then
+        echo "quickstart: this source tree was configured in place; run 'make distclean' in it" \
+             "first (check builds in build/)" >&2
+        exit 1
+    fi
     bootstrap
     pass=0 fail=0 skip=0
     # tally DIR LOG: add the counts of an automake test-suite log
