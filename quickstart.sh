@@ -4,7 +4,8 @@
 #   ./quickstart.sh run [ARGS...]   build (build/default) and start lavinia (default: --help)
 #   ./quickstart.sh check           build and run the whole test suite: a plain build with
 #                                   make check, an ASan+UBSan build with make check, every C
-#                                   test under valgrind with one thread, a CUDA build (compile
+#                                   test under valgrind with one thread, each parser's fuzz
+#                                   target for FUZZ_SECONDS (default 60), a CUDA build (compile
 #                                   and link; its tests skip without a GPU), make distcheck;
 #                                   ends with one line "N passed, N failed, N skipped".
 #
@@ -15,7 +16,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 packages="build-essential autoconf automake libtool pkg-config libncurses-dev libreadline-dev
 libyaml-dev libstb-dev libjansson-dev libchafa-dev libglib2.0-dev libopenblas-openmp-dev"
-test_packages="valgrind tmux"
+test_packages="valgrind tmux clang libclang-rt-14-dev"
 
 install_packages() {
     missing=
@@ -108,6 +109,13 @@ check)
     stage "valgrind memcheck, one thread: make check-valgrind"
     make -C "$top/build/plain" -s -j"$jobs" check-valgrind || true
     tally plain test-suite-valgrind.log
+
+    stage "fuzzing: each parser's fuzz target for ${FUZZ_SECONDS:-60} s"
+    if make -C "$top/build/plain" -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+    fi
 
     stage "CUDA build (compile and link; no GPU here): make"
     if build cuda --with-cuda=yes; then

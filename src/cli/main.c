@@ -15,26 +15,63 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "cli/cli.h"
 #include "lavinia/ops.h"
+
+static const char *device = "auto";
+
+int lv_cli_fail(const char *msg)
+{
+    fprintf(stderr, "lavinia: %s\n", msg);
+    return 1;
+}
+
+int lv_cli_usage(const struct lv_cli_entry *e)
+{
+    fprintf(stderr, "Usage: lavinia %s\n", e->usage);
+    return 2;
+}
+
+static int devices_run(int argc, char **argv);
+
+static const struct lv_cli_entry devices_entry = {
+    .name  = "devices",
+    .usage = "devices",
+    .help  = "List the compute backends, whether each is usable, and the one selected.",
+    .run   = devices_run,
+};
+
+/* the subcommands, alphabetical */
+static const struct lv_cli_entry *const cli_table[] = {
+    &lv_cli_convert_entry,
+    &devices_entry,
+    &lv_cli_info_entry,
+    NULL,
+};
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: lavinia [OPTIONS] [COMMAND]\n"
+            "Usage: lavinia [OPTIONS] COMMAND [ARGS]\n"
             "A terminal workbench for chatting with vision-language models and tuning them.\n"
             "\n"
-            "Commands:\n"
-            "  devices            list the compute backends and whether each is usable\n"
+            "Commands:\n");
+    for (int i = 0; cli_table[i]; i++)
+        fprintf(f, "  %s\n      %s\n", cli_table[i]->usage, cli_table[i]->help);
+    fprintf(f,
             "\n"
-            "Options:\n"
+            "Options (before the command):\n"
             "  --device DEV       auto, cpu or cuda (default auto: CUDA if usable, else CPU)\n"
             "  --threads N        CPU threads (default: the number of cores)\n"
             "  -h, --help         show this help and exit\n"
             "  -V, --version      show the version and exit\n");
 }
 
-static int cmd_devices(const char *device)
+static int devices_run(int argc, char **argv)
 {
+    (void)argv;
+    if (argc != 1)
+        return lv_cli_usage(&devices_entry);
     lv_backend *cpu = lv_backend_cpu();
     printf("cpu: usable, %d thread(s)\n", lv_get_threads());
     lv_backend *cuda = lv_backend_cuda();
@@ -60,9 +97,9 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    const char *device = "auto";
     int threads = 0, c;
-    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+    /* '+': stop at the command; its own options are parsed (and permuted) by it */
+    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             device = optarg;
@@ -95,8 +132,13 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *cmd = argv[optind];
-    if (strcmp(cmd, "devices") == 0)
-        return cmd_devices(device);
+    int first = optind;
+    /* optind 0 makes glibc's getopt start afresh, forgetting this parse's "+" (stop at the
+     * first operand): subcommands permute their arguments */
+    optind = 0;
+    for (int i = 0; cli_table[i]; i++)
+        if (strcmp(cmd, cli_table[i]->name) == 0)
+            return cli_table[i]->run(argc - first, argv + first);
     fprintf(stderr, "lavinia: unknown command '%s' (try lavinia --help)\n", cmd);
     return 2;
 }

@@ -1,0 +1,26 @@
+/*
+ * cli.h (internal): the batch subcommands of the lavinia program (lavinia SUBCOMMAND ...).
+ *
+ * Each subcommand parses its own options with getopt_long, so options may follow operands
+ * (GNU argument permutation). Exit status: 0 success, 1 failure (one line on standard error
+ * naming the file and the problem), 2 usage error.
+ */
+#ifndef LV_CLI_H
+#define LV_CLI_H
+
+struct lv_cli_entry {
+    const char *name;
+    const char *usage;     /* after "lavinia " */
+    const char *help;      /* one line */
+    int (*run)(int argc, char **argv);   /* argv[0] is the subcommand's name */
+};
+
+extern const struct lv_cli_entry lv_cli_info_entry;
+extern const struct lv_cli_entry lv_cli_convert_entry;
+
+/* Print "lavinia: MESSAGE" on standard error; returns 1. */
+int lv_cli_fail(const char *msg);
+/* Print the entry's usage on standard error; returns 2. */
+int lv_cli_usage(const struct lv_cli_entry *e);
+
+#endif /* LV_CLI_H */
