@@ -46,6 +46,7 @@ static const struct lv_cli_entry *const cli_table[] = {
     &lv_cli_convert_entry,
     &devices_entry,
     &lv_cli_info_entry,
+    &lv_cli_tokenize_entry,
     NULL,
 };
 

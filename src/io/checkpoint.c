@@ -37,6 +37,7 @@
 #include "io/names.h"
 #include "io/safetensors.h"
 #include "lavinia/error.h"
+#include "text/tokenizer.h"
 
 /* Tokenizer and processor files a Hugging Face directory carries beside the weights. */
 static const char *const hf_side_files[] = {
@@ -53,8 +54,7 @@ struct impl {
     lv_st_file st;                     /* LV_CKPT_SAFETENSORS */
     lv_gguf_file gguf, mmproj;         /* LV_CKPT_GGUF */
     lv_l2c_file l2c;                   /* LV_CKPT_LLAMA2C */
-    lv_l2c_tokenizer tok;
-    bool has_tok;
+    char tok_path[4096];               /* llama2.c: the tokenizer.bin given */
     int cap_tensors, cap_meta;
     const struct lv_ckpt_tensor **sorted;   /* by name, for lv_checkpoint_find */
 };
@@ -972,11 +972,12 @@ static int open_llama2c(struct lv_checkpoint *ck, const char *tokenizer)
     if ((rc = add_meta(ck, "classifier", v)))
         return rc;
     if (tokenizer) {
-        if ((rc = lv_l2c_tokenizer_open(&im->tok, tokenizer, ck->config.vocab)))
+        lv_tokenizer *tok;
+        if ((rc = lv_tok_open(&tok, ck->path, tokenizer)))
             return rc;
-        im->has_tok = true;
-        snprintf(ck->tokenizer, sizeof ck->tokenizer, "llama2.c tokenizer.bin, %lld pieces",
-                 (long long)im->tok.vocab_size);
+        snprintf(ck->tokenizer, sizeof ck->tokenizer, "%s", lv_tok_describe(tok));
+        lv_tok_free(tok);
+        copy_str(im->tok_path, sizeof im->tok_path, tokenizer);
     }
     return LV_OK;
 }
@@ -994,8 +995,6 @@ void lv_checkpoint_close(struct lv_checkpoint *ck)
         lv_gguf_close(&im->gguf);
         lv_gguf_close(&im->mmproj);
         lv_l2c_close(&im->l2c);
-        if (im->has_tok)
-            lv_l2c_tokenizer_close(&im->tok);
         free(im->sorted);
         free(im);
     }
@@ -1332,42 +1331,33 @@ static int file_type(const struct lv_checkpoint *ck)
     }
 }
 
-/* tokenizer.bin as llama.cpp's convert-llama2c-to-ggml writes it: SentencePiece model
- * "llama", scores, types guessed from the pieces, ids 0/1/2 for unk/bos/eos */
-static int add_l2c_vocab(lv_gguf_writer *w, const lv_l2c_tokenizer *tok)
+/* the input's vocabulary as GGUF keys: copied from a GGUF input, converted from
+ * tokenizer.json / tokenizer.model / tokenizer.bin otherwise; *done says whether there was one */
+static int add_vocab(lv_gguf_writer *w, const struct lv_checkpoint *ck, bool *done)
 {
-    int64_t n = tok->vocab_size;
-    const char **strs = malloc((size_t)n * sizeof *strs);
-    uint64_t *lens = malloc((size_t)n * sizeof *lens);
-    int32_t *types = malloc((size_t)n * sizeof *types);
+    const struct impl *im = ck->impl;
     int rc = LV_OK;
-    if (!strs || !lens || !types)
-        rc = lv_error_status(LV_ENOMEM, "out of memory writing the vocabulary");
-    for (int64_t i = 0; rc == LV_OK && i < n; i++) {
-        size_t len;
-        strs[i] = lv_l2c_tokenizer_piece(tok, i, &len);
-        lens[i] = len;
-        unsigned hx;
-        char end;
-        types[i] = i == 0                                                   ? 2
-                   : i <= 2                                                 ? 3
-                   : len == 6 && sscanf(strs[i], "<0x%2X%c", &hx, &end) == 2 &&
-                           end == '>'                                       ? 6
-                                                                            : 1;
+    *done = false;
+    if (ck->format == LV_CKPT_GGUF) {
+        for (uint64_t i = 0; rc == LV_OK && i < im->gguf.n_kv; i++)
+            if (strncmp(im->gguf.kv[i].key.s, "tokenizer.", 10) == 0) {
+                rc = lv_gguf_writer_add_kv(w, &im->gguf.kv[i]);
+                *done = true;
+            }
+        return rc;
     }
-    if (rc == LV_OK && (rc = lv_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama")) == LV_OK &&
-        (rc = lv_gguf_writer_add_str_arr(w, "tokenizer.ggml.tokens", strs, lens,
-                                         (uint64_t)n)) == LV_OK &&
-        (rc = lv_gguf_writer_add_arr(w, "tokenizer.ggml.scores", LV_GGUF_TYPE_FLOAT32,
-                                     tok->scores, (uint64_t)n)) == LV_OK &&
-        (rc = lv_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LV_GGUF_TYPE_INT32,
-                                     types, (uint64_t)n)) == LV_OK &&
-        (rc = lv_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0)) == LV_OK &&
-        (rc = lv_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1)) == LV_OK)
-        rc = lv_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
-    free(strs);
-    free(lens);
-    free(types);
+    if (!ck->tokenizer[0] || (ck->format == LV_CKPT_LLAMA2C && !im->tok_path[0]))
+        return LV_OK;
+    lv_tokenizer *tok;
+    if ((rc = lv_tok_open(&tok, ck->path, im->tok_path[0] ? im->tok_path : NULL)))
+        return rc;
+    if (lv_tok_n_vocab(tok) > ck->config.vocab)
+        rc = lv_error("%s: the tokenizer has %d pieces, more than the model's %lld", ck->path,
+                      lv_tok_n_vocab(tok), (long long)ck->config.vocab);
+    else
+        rc = lv_tok_write_gguf(tok, w);
+    lv_tok_free(tok);
+    *done = rc == LV_OK;
     return rc;
 }
 
@@ -1414,7 +1404,6 @@ static int add_llama_keys(lv_gguf_writer *w, const struct lv_checkpoint *ck)
 
 int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
 {
-    const struct impl *im = ck->impl;
     if (!ck->has_config)
         return lv_error("%s: %s; there is no model to write", ck->path,
                         ck->summary[0] ? ck->summary : "no config");
@@ -1426,16 +1415,8 @@ int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
     int rc = w && owned ? add_llama_keys(w, ck)
                         : lv_error_status(LV_ENOMEM, "%s: out of memory", path);
     bool vocab = false, quant = false;
-    if (rc == LV_OK && ck->format == LV_CKPT_GGUF) {
-        for (uint64_t i = 0; rc == LV_OK && i < im->gguf.n_kv; i++)
-            if (strncmp(im->gguf.kv[i].key.s, "tokenizer.", 10) == 0) {
-                rc = lv_gguf_writer_add_kv(w, &im->gguf.kv[i]);
-                vocab = true;
-            }
-    } else if (rc == LV_OK && im->has_tok) {
-        rc = add_l2c_vocab(w, &im->tok);
-        vocab = true;
-    }
+    if (rc == LV_OK)
+        rc = add_vocab(w, ck, &vocab);
     for (int i = 0; rc == LV_OK && i < ck->n_tensors; i++) {
         const struct lv_ckpt_tensor *t = &ck->tensors[i];
         char name[64];
@@ -1457,9 +1438,7 @@ int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
     if (rc == LV_OK)
         rc = lv_gguf_writer_write(w, path);
     if (rc == LV_OK && !vocab)
-        fprintf(stderr, "lavinia: note: %s; no vocabulary written\n",
-                ck->tokenizer[0] ? "the Hugging Face tokenizer is not converted to GGUF"
-                                 : "the input has no tokenizer");
+        fprintf(stderr, "lavinia: note: the input has no tokenizer; no vocabulary written\n");
     for (int i = 0; owned && i < ck->n_tensors; i++)
         free(owned[i]);
     free(owned);

@@ -417,8 +417,13 @@ static void hf_cases(void)
     path_in(hf1, sizeof hf1, "hf1");
     path_in(sh, sizeof sh, "sharded");
     snprintf(path, sizeof path, "%s/tokenizer.json", hf1);
-    FILE *f = fopen(path, "w");
-    fputs("{\"model\": {}}\n", f);
+    FILE *f = fopen(path, "w");   /* a small valid tokenizer.json (8 pieces) */
+    fputs("{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"vocab\": "
+          "{\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2, \"a\": 3, \"b\": 4, \"ab\": 5, "
+          "\"\\u2581\": 6, \"\\u2581ab\": 7}, \"merges\": [\"a b\", \"\\u2581 ab\"]},"
+          " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": "
+          "\"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": "
+          "{\"String\": \" \"}, \"content\": \"\\u2581\"}]}}\n", f);
     fclose(f);
     struct lv_checkpoint a, b;
     if (!tu_assert(lv_checkpoint_open(&a, hf1, NULL, NULL) == LV_OK, "hf1 opens"))
@@ -433,6 +438,24 @@ static void hf_cases(void)
     tu_assert(access(path, R_OK) == 0, "an index is written");
     snprintf(path, sizeof path, "%s/tokenizer.json", sh);
     tu_assert(access(path, R_OK) == 0, "tokenizer.json is copied");
+    char gg[400];
+    path_in(gg, sizeof gg, "with-vocab.gguf");
+    if (tu_assert(lv_checkpoint_write_gguf(&a, gg) == LV_OK, "HF with tokenizer.json -> GGUF "
+                  "(%s)", lv_errmsg())) {
+        lv_gguf_file g;
+        const lv_gguf_str *tokens;
+        const float *scores;
+        uint64_t nt = 0, ns = 0;
+        if (lv_gguf_open(&g, gg) == LV_OK) {
+            lv_gguf_get_str_arr(&g, "tokenizer.ggml.tokens", &tokens, &nt);
+            lv_gguf_get_arr(&g, "tokenizer.ggml.scores", LV_GGUF_TYPE_FLOAT32,
+                            (const void **)&scores, &ns);
+            tu_assert(nt == 8 && ns == 8 && strcmp(tokens[7].s, "\xe2\x96\x81" "ab") == 0 &&
+                          scores[5] == 0.0f && scores[7] == -1.0f,
+                      "the vocabulary goes into GGUF, merge ranks as scores");
+            lv_gguf_close(&g);
+        }
+    }
     if (tu_assert(lv_checkpoint_open(&b, sh, NULL, NULL) == LV_OK, "the sharded directory "
                   "opens (%s)", lv_errmsg())) {
         lv_st_set set;
