@@ -18,6 +18,8 @@ struct lv_cli_entry {
 extern const struct lv_cli_entry lv_cli_info_entry;
 extern const struct lv_cli_entry lv_cli_convert_entry;
 extern const struct lv_cli_entry lv_cli_tokenize_entry;
+extern const struct lv_cli_entry lv_cli_generate_entry;
+extern const struct lv_cli_entry lv_cli_chat_entry;
 
 /* Print "lavinia: MESSAGE" on standard error; returns 1. */
 int lv_cli_fail(const char *msg);

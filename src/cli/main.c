@@ -43,8 +43,10 @@ static const struct lv_cli_entry devices_entry = {
 
 /* the subcommands, alphabetical */
 static const struct lv_cli_entry *const cli_table[] = {
+    &lv_cli_chat_entry,
     &lv_cli_convert_entry,
     &devices_entry,
+    &lv_cli_generate_entry,
     &lv_cli_info_entry,
     &lv_cli_tokenize_entry,
     NULL,

@@ -69,6 +69,7 @@ struct lv_tokenizer {
     enum tok_prefix prefix;
     enum tok_strip strip;
     char unk_surface[32];         /* what decoding shows for the unknown piece */
+    char *chat_template;          /* the checkpoint's Jinja chat template, or NULL */
     struct tok_special *specials; /* sorted by piece length, longest first */
     int n_specials, cap_specials;
 };

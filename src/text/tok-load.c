@@ -586,16 +586,54 @@ int lv_tok_load_json(lv_tokenizer **out, const void *buf, size_t n, const char *
     return LV_OK;
 }
 
-/* special ids and flags from tokenizer_config.json beside a tokenizer.json, when present */
+/* the chat template of a model directory: tokenizer_config.json's "chat_template" (a string,
+ * or a list of {name, template} where "default" counts), chat_template.json, or
+ * chat_template.jinja */
+static void dir_template(lv_tokenizer *tok, const char *dir, const json_t *config)
+{
+    const json_t *t = json_object_get(config, "chat_template");
+    const char *s = json_is_string(t) ? json_string_value(t) : NULL;
+    size_t i;
+    const json_t *item;
+    json_array_foreach(json_is_array(t) ? t : NULL, i, item) {
+        const char *name = jstr(item, "name");
+        if (name && strcmp(name, "default") == 0)
+            s = jstr(item, "template");
+    }
+    char path[4200], *text;
+    size_t n;
+    json_t *root = NULL;
+    if (!s) {
+        snprintf(path, sizeof path, "%s/chat_template.json", dir);
+        if (lv_read_file(path, TOK_FILE_MAX, &text, &n) == LV_OK) {
+            root = json_loadb(text, n, 0, NULL);
+            free(text);
+            s = jstr(root, "chat_template");
+        }
+    }
+    if (s) {
+        tok->chat_template = strdup(s);
+    } else {
+        snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+        if (lv_read_file(path, TOK_FILE_MAX, &text, &n) == LV_OK)
+            tok->chat_template = text;
+    }
+    json_decref(root);
+}
+
+/* special ids, flags and the chat template from tokenizer_config.json, when present */
 static void json_config(lv_tokenizer *tok, const char *dir)
 {
     char path[4200], *text;
     size_t n;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    if (lv_read_file(path, TOK_FILE_MAX, &text, &n) != LV_OK)
-        return;           /* optional: the tokenizer.json alone is complete */
+    if (lv_read_file(path, TOK_FILE_MAX, &text, &n) != LV_OK) {
+        dir_template(tok, dir, NULL);
+        return;           /* optional: the tokenizer files alone are complete */
+    }
     json_t *root = json_loadb(text, n, 0, NULL);
     free(text);
+    dir_template(tok, dir, root);
     static const char *const keys[] = { "bos_token", "eos_token", "pad_token" };
     int32_t *ids[] = { &tok->bos, &tok->eos, &tok->pad };
     for (int i = 0; root && i < 3; i++) {
@@ -731,6 +769,10 @@ int lv_tok_load_gguf(lv_tokenizer **out, const struct lv_gguf_file *f)
         lv_tok_free(tok);
         return rc;
     }
+    const char *tmpl;
+    if (lv_gguf_find(f, "tokenizer.chat_template") &&
+        lv_gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL) == LV_OK)
+        tok->chat_template = strdup(tmpl);
     describe(tok, "GGUF vocabulary");
     *out = tok;
     return LV_OK;
@@ -859,6 +901,8 @@ static int open_dir(lv_tokenizer **out, const char *dir)
             *out = NULL;
         }
     }
+    if (rc == LV_OK)
+        json_config(*out, dir);
     return rc;
 }
 

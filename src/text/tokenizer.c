@@ -64,6 +64,7 @@ void lv_tok_free(lv_tokenizer *tok)
     free(tok->slots);
     free(tok->merges);
     free(tok->specials);
+    free(tok->chat_template);
     free(tok);
 }
 
@@ -933,6 +934,7 @@ int32_t lv_tok_unk(const lv_tokenizer *tok) { return tok->unk; }
 int32_t lv_tok_image(const lv_tokenizer *tok) { return tok->image; }
 enum lv_tok_source lv_tok_source(const lv_tokenizer *tok) { return tok->source; }
 const char *lv_tok_describe(const lv_tokenizer *tok) { return tok->describe; }
+const char *lv_tok_chat_template(const lv_tokenizer *tok) { return tok->chat_template; }
 
 const char *lv_tok_piece(const lv_tokenizer *tok, int32_t id, size_t *len)
 {

@@ -128,6 +128,9 @@ int32_t lv_tok_pad(const lv_tokenizer *tok);
 int32_t lv_tok_unk(const lv_tokenizer *tok);
 int32_t lv_tok_image(const lv_tokenizer *tok);    /* "<image>" */
 enum lv_tok_source lv_tok_source(const lv_tokenizer *tok);
+/* The checkpoint's Jinja chat template (tokenizer_config.json, chat_template.json,
+ * chat_template.jinja or GGUF tokenizer.chat_template), or NULL. */
+const char *lv_tok_chat_template(const lv_tokenizer *tok);
 /* "SentencePiece tokenizer.model, 32000 pieces, byte fallback" */
 const char *lv_tok_describe(const lv_tokenizer *tok);
 

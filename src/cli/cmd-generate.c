@@ -1,0 +1,478 @@
+/*
+ * cmd-generate.c: lavinia generate (one completion or one chat turn) and lavinia chat (a
+ * multi-turn loop over standard input, one user turn per line, the kv cache kept across
+ * turns). Both share the model opening, the sampling options and the generation loop
+ * (model/generate.h); text streams to standard output as it is produced, and one line of
+ * speed figures goes to standard error at the end.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "io/checkpoint.h"
+#include "io/fileutil.h"
+#include "lavinia/error.h"
+#include "model/generate.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "model/template.h"
+#include "text/tokenizer.h"
+
+#define MAX_STOP 16
+
+/* what generate and chat share */
+struct run {
+    const char *model, *tok_file, *system, *template_name;
+    struct lv_sampler_params sp;
+    int64_t n_predict, n_ctx;
+    bool ignore_eos;
+    const char *stop[MAX_STOP];
+    int n_stop;
+    struct lv_checkpoint ck;
+    lv_llama *m;
+    lv_tokenizer *tok;
+    const struct lv_template *tmpl;
+    bool print_ids;
+    int64_t printed;              /* ids printed (--print-ids) */
+};
+
+enum {
+    OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT, OPT_REPEAT_N, OPT_FREQ,
+    OPT_PRESENCE, OPT_SEED, OPT_IGNORE_EOS, OPT_STOP, OPT_CTX, OPT_SYSTEM, OPT_TEMPLATE,
+    OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE,
+};
+
+#define COMMON_OPTIONS \
+    { "model", required_argument, NULL, 'm' }, \
+    { "tokenizer", required_argument, NULL, 't' }, \
+    { "n-predict", required_argument, NULL, 'n' }, \
+    { "temp", required_argument, NULL, OPT_TEMP }, \
+    { "top-k", required_argument, NULL, OPT_TOP_K }, \
+    { "top-p", required_argument, NULL, OPT_TOP_P }, \
+    { "min-p", required_argument, NULL, OPT_MIN_P }, \
+    { "repeat-penalty", required_argument, NULL, OPT_REPEAT }, \
+    { "repeat-last-n", required_argument, NULL, OPT_REPEAT_N }, \
+    { "frequency-penalty", required_argument, NULL, OPT_FREQ }, \
+    { "presence-penalty", required_argument, NULL, OPT_PRESENCE }, \
+    { "seed", required_argument, NULL, OPT_SEED }, \
+    { "ignore-eos", no_argument, NULL, OPT_IGNORE_EOS }, \
+    { "stop", required_argument, NULL, OPT_STOP }, \
+    { "ctx", required_argument, NULL, OPT_CTX }, \
+    { "system", required_argument, NULL, OPT_SYSTEM }, \
+    { "template", required_argument, NULL, OPT_TEMPLATE }, \
+    { "threads", required_argument, NULL, OPT_THREADS }, \
+    { "help", no_argument, NULL, 'h' }
+
+static int num(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "lavinia: --%s %s: want a number from %g to %g\n", opt, s, lo, hi);
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
+/* one shared option; 0 handled, 1 not a shared option, 2 usage error */
+static int common_option(struct run *r, int c)
+{
+    double v;
+    int bad = 0;
+    switch (c) {
+    case 'm': r->model = optarg; return 0;
+    case 't': r->tok_file = optarg; return 0;
+    case 'n': bad = num("n-predict", optarg, -1, 1e9, &v); r->n_predict = (int64_t)v; break;
+    case OPT_TEMP: bad = num("temp", optarg, 0, 1e6, &v); r->sp.temp = (float)v; break;
+    case OPT_TOP_K: bad = num("top-k", optarg, 0, 1e9, &v); r->sp.top_k = (int)v; break;
+    case OPT_TOP_P: bad = num("top-p", optarg, 1e-9, 1, &v); r->sp.top_p = (float)v; break;
+    case OPT_MIN_P: bad = num("min-p", optarg, 0, 1, &v); r->sp.min_p = (float)v; break;
+    case OPT_REPEAT:
+        bad = num("repeat-penalty", optarg, 1e-6, 1e6, &v);
+        r->sp.repeat_penalty = (float)v;
+        break;
+    case OPT_REPEAT_N:
+        bad = num("repeat-last-n", optarg, -1, 1e9, &v);
+        r->sp.repeat_last_n = (int)v;
+        break;
+    case OPT_FREQ:
+        bad = num("frequency-penalty", optarg, -1e6, 1e6, &v);
+        r->sp.freq_penalty = (float)v;
+        break;
+    case OPT_PRESENCE:
+        bad = num("presence-penalty", optarg, -1e6, 1e6, &v);
+        r->sp.presence_penalty = (float)v;
+        break;
+    case OPT_SEED: bad = num("seed", optarg, 0, 1.8e19, &v); r->sp.seed = (uint64_t)v; break;
+    case OPT_IGNORE_EOS: r->ignore_eos = true; return 0;
+    case OPT_STOP:
+        if (r->n_stop == MAX_STOP) {
+            fprintf(stderr, "lavinia: at most %d --stop strings\n", MAX_STOP);
+            return 2;
+        }
+        r->stop[r->n_stop++] = optarg;
+        return 0;
+    case OPT_CTX: bad = num("ctx", optarg, 1, 1 << 24, &v); r->n_ctx = (int64_t)v; break;
+    case OPT_SYSTEM: r->system = optarg; return 0;
+    case OPT_TEMPLATE: r->template_name = optarg; return 0;
+    case OPT_THREADS:
+        bad = num("threads", optarg, 1, 1024, &v);
+        if (!bad)
+            lv_set_threads((int)v);
+        break;
+    default: return 1;
+    }
+    return bad;
+}
+
+static void run_done(struct run *r)
+{
+    lv_llama_free(r->m);
+    lv_tok_free(r->tok);
+    lv_checkpoint_close(&r->ck);
+}
+
+/* the model, and the tokenizer unless ids in and out need none */
+static int run_open(struct run *r, bool need_tok)
+{
+    if (lv_checkpoint_open(&r->ck, r->model, NULL, NULL) != LV_OK)
+        return LV_ERR;
+    if (lv_llama_load(&r->m, &r->ck, r->n_ctx) != LV_OK)
+        return LV_ERR;
+    if (!need_tok && !r->tok_file)
+        return LV_OK;
+    if (lv_tok_open(&r->tok, r->model, r->tok_file) != LV_OK) {
+        char *msg = strdup(lv_errmsg());
+        lv_error("%s (a tokenizer is needed for text: -t FILE)", msg ? msg : "no tokenizer");
+        free(msg);
+        return LV_ERR;
+    }
+    if (lv_tok_n_vocab(r->tok) > lv_llama_vocab(r->m))
+        return lv_error("%s: the tokenizer has %d pieces, the model %lld", r->model,
+                        lv_tok_n_vocab(r->tok), (long long)lv_llama_vocab(r->m));
+    return LV_OK;
+}
+
+static int run_template(struct run *r)
+{
+    if (r->template_name) {
+        r->tmpl = lv_template_find(r->template_name);
+        if (!r->tmpl)
+            return lv_error("--template %s: not a template lavinia knows (%s)",
+                            r->template_name, lv_template_names());
+        return LV_OK;
+    }
+    r->tmpl = lv_template_detect(lv_tok_chat_template(r->tok));
+    if (!r->tmpl)
+        return lv_error("%s: %s; choose one with --template (%s)", r->model,
+                        lv_tok_chat_template(r->tok) ? "its chat template is not one lavinia "
+                                                       "recognises"
+                                                     : "no chat template",
+                        lv_template_names());
+    return LV_OK;
+}
+
+static int print_text(void *ctx, int32_t id, const char *text, size_t n)
+{
+    struct run *r = ctx;
+    if (r->print_ids) {
+        if (id >= 0)
+            printf(r->printed++ ? " %d" : "%d", id);
+    } else {
+        fwrite(text, 1, n, stdout);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static void report(const struct lv_gen_stats *st)
+{
+    fprintf(stderr, "prompt: %lld tokens, %.2f tokens/s; decode: %lld tokens, %.2f tokens/s\n",
+            (long long)st->n_prompt, st->prompt_s > 0 ? (double)st->n_prompt / st->prompt_s : 0.0,
+            (long long)st->n_gen, st->gen_s > 0 ? (double)st->n_gen / st->gen_s : 0.0);
+    if (st->hit_context)
+        fprintf(stderr, "lavinia: stopped at the end of the context\n");
+}
+
+static int32_t eot_of(const struct run *r)
+{
+    if (!r->tmpl || !r->tmpl->end_of_turn || !r->tok)
+        return -1;
+    return lv_tok_find(r->tok, r->tmpl->end_of_turn, strlen(r->tmpl->end_of_turn));
+}
+
+/* a NumPy .npy file of rows x cols float32 */
+static int write_npy(const char *path, const float *x, int64_t rows, int64_t cols)
+{
+    char header[128];
+    int hn = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, "
+                      "'shape': (%lld, %lld), }", (long long)rows, (long long)cols);
+    size_t pre = 10, total = pre + (size_t)hn + 1;
+    size_t pad = (64 - total % 64) % 64, hlen = (size_t)hn + pad + 1;
+    size_t nbytes = (size_t)(rows * cols) * sizeof(float);
+    unsigned char *buf = malloc(pre + hlen + nbytes);
+    if (!buf)
+        return lv_error_status(LV_ENOMEM, "%s: out of memory", path);
+    memcpy(buf, "\x93NUMPY\x01\x00", 8);
+    buf[8] = (unsigned char)(hlen & 0xff);
+    buf[9] = (unsigned char)(hlen >> 8);
+    memcpy(buf + pre, header, (size_t)hn);
+    memset(buf + pre + hn, ' ', pad);
+    buf[pre + hlen - 1] = '\n';
+    memcpy(buf + pre + hlen, x, nbytes);
+    int rc = lv_write_atomic(path, buf, pre + hlen + nbytes);
+    free(buf);
+    return rc;
+}
+
+/* "1 2 3" or "1,2,3" */
+static int parse_ids(const char *s, int32_t **out, int64_t *n)
+{
+    int64_t cap = 16, k = 0;
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    if (!v)
+        return lv_error_status(LV_ENOMEM, "out of memory");
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n')
+            s++;
+        if (!*s)
+            break;
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX ||
+            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
+            free(v);
+            return lv_error("--prompt-ids: '%.20s' is not a token id", s);
+        }
+        if (k == cap) {
+            int32_t *p = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!p) {
+                free(v);
+                return lv_error_status(LV_ENOMEM, "out of memory");
+            }
+            v = p;
+        }
+        v[k++] = (int32_t)x;
+        s = end;
+    }
+    if (k == 0) {
+        free(v);
+        return lv_error("--prompt-ids: no ids");
+    }
+    *out = v;
+    *n = k;
+    return LV_OK;
+}
+
+static int generate_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        COMMON_OPTIONS,
+        { "prompt", required_argument, NULL, 'p' },
+        { "prompt-ids", required_argument, NULL, OPT_PROMPT_IDS },
+        { "chat", no_argument, NULL, OPT_CHAT },
+        { "print-ids", no_argument, NULL, OPT_PRINT_IDS },
+        { "dump", required_argument, NULL, OPT_DUMP },
+        { "truncate", no_argument, NULL, OPT_TRUNCATE },
+        { NULL, 0, NULL, 0 },
+    };
+    struct run r = { .n_predict = 128 };
+    const char *prompt = NULL, *prompt_ids = NULL, *dump_logits = NULL;
+    bool chat = false, truncate = false;
+    int c, u;
+    lv_sampler_params_default(&r.sp);
+    while ((c = getopt_long(argc, argv, "m:t:n:p:h", opts, NULL)) != -1) {
+        if ((u = common_option(&r, c)) == 0)
+            continue;
+        if (u == 2)
+            return 2;
+        switch (c) {
+        case 'p': prompt = optarg; break;
+        case OPT_PROMPT_IDS: prompt_ids = optarg; break;
+        case OPT_CHAT: chat = true; break;
+        case OPT_PRINT_IDS: r.print_ids = true; break;
+        case OPT_TRUNCATE: truncate = true; break;
+        case OPT_DUMP:
+            if (strncmp(optarg, "logits=", 7) != 0 || !optarg[7]) {
+                fprintf(stderr, "lavinia: --dump %s: want NAME=FILE.npy (names: logits)\n",
+                        optarg);
+                return 2;
+            }
+            dump_logits = optarg + 7;
+            break;
+        case 'h':
+            printf("Usage: lavinia %s\n%s\n", lv_cli_generate_entry.usage,
+                   lv_cli_generate_entry.help);
+            return 0;
+        default: return lv_cli_usage(&lv_cli_generate_entry);
+        }
+    }
+    if (!r.model || optind != argc || (!prompt == !prompt_ids) || (chat && !prompt))
+        return lv_cli_usage(&lv_cli_generate_entry);
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    int rc = prompt_ids ? parse_ids(prompt_ids, &ids, &n_ids) : LV_OK;
+    if (rc == LV_OK)
+        rc = run_open(&r, !(prompt_ids && r.print_ids));
+    if (rc == LV_OK && chat)
+        rc = run_template(&r);
+    if (rc == LV_OK && prompt) {
+        lv_tok_ids t = { 0 };
+        char *text = chat ? lv_template_user_turn(r.tmpl, r.system, prompt, true, false)
+                          : NULL;
+        rc = chat ? (text ? lv_tok_encode(r.tok, text, strlen(text), LV_TOK_PARSE_SPECIAL, &t)
+                          : lv_error_status(LV_ENOMEM, "out of memory"))
+                  : lv_tok_encode(r.tok, prompt, strlen(prompt), LV_TOK_BOS, &t);
+        free(text);
+        ids = t.v;
+        n_ids = (int64_t)t.n;
+        if (rc == LV_OK && n_ids == 0)
+            rc = lv_error("the prompt is empty");
+    }
+    for (int64_t i = 0; rc == LV_OK && i < n_ids; i++)
+        if (ids[i] >= lv_llama_vocab(r.m))
+            rc = lv_error("prompt id %d is outside the vocabulary (0..%lld)", ids[i],
+                          (long long)lv_llama_vocab(r.m) - 1);
+    int64_t n_ctx = r.m ? r.m->n_ctx : 0;
+    if (rc == LV_OK && n_ids > n_ctx) {
+        if (!truncate) {
+            rc = lv_error("the prompt has %lld tokens, more than the context of %lld "
+                          "(--ctx N for more, or --truncate to keep its end)",
+                          (long long)n_ids, (long long)n_ctx);
+        } else {
+            int64_t keep = n_ctx - (r.n_predict > 0 && r.n_predict < n_ctx / 2 ? r.n_predict
+                                                                              : n_ctx / 2);
+            fprintf(stderr, "lavinia: warning: the prompt has %lld tokens; keeping the last "
+                    "%lld\n", (long long)n_ids, (long long)keep);
+            memmove(ids, ids + (n_ids - keep), (size_t)keep * sizeof *ids);
+            n_ids = keep;
+        }
+    }
+    lv_sampler s = { 0 };
+    float *rows = NULL;
+    if (rc == LV_OK)
+        rc = lv_sampler_init(&s, &r.sp, lv_llama_vocab(r.m),
+                             r.tok ? lv_tok_n_vocab(r.tok) : lv_llama_vocab(r.m));
+    int64_t budget = r.n_predict > 0 && r.n_predict < n_ctx ? r.n_predict : n_ctx;
+    if (rc == LV_OK && dump_logits &&
+        !(rows = malloc((size_t)(n_ids + budget) * (size_t)lv_llama_vocab(r.m) * sizeof *rows)))
+        rc = lv_error_status(LV_ENOMEM, "out of memory for --dump logits");
+    struct lv_gen_stats st = { 0 };
+    if (rc == LV_OK) {
+        struct lv_gen_opts o = { .n_predict = r.n_predict, .ignore_eos = r.ignore_eos,
+                                 .eot_id = eot_of(&r), .stop = r.stop, .n_stop = r.n_stop,
+                                 .logits_rows = rows };
+        rc = lv_generate(r.m, r.tok, &s, ids, n_ids, &o, print_text, &r, &st);
+        if (rc == LV_OK) {
+            printf("\n");
+            report(&st);
+        }
+    }
+    if (rc == LV_OK && rows)
+        rc = write_npy(dump_logits, rows, st.n_rows, lv_llama_vocab(r.m));
+    free(rows);
+    free(ids);
+    lv_sampler_done(&s);
+    run_done(&r);
+    return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
+}
+
+static int chat_run(int argc, char **argv)
+{
+    static const struct option opts[] = { COMMON_OPTIONS, { NULL, 0, NULL, 0 } };
+    struct run r = { .n_predict = -1 };
+    int c, u;
+    lv_sampler_params_default(&r.sp);
+    while ((c = getopt_long(argc, argv, "m:t:n:h", opts, NULL)) != -1) {
+        if ((u = common_option(&r, c)) == 0)
+            continue;
+        if (u == 2)
+            return 2;
+        if (c == 'h') {
+            printf("Usage: lavinia %s\n%s\n", lv_cli_chat_entry.usage, lv_cli_chat_entry.help);
+            return 0;
+        }
+        return lv_cli_usage(&lv_cli_chat_entry);
+    }
+    if (!r.model || optind != argc)
+        return lv_cli_usage(&lv_cli_chat_entry);
+    int rc = run_open(&r, true);
+    if (rc == LV_OK)
+        rc = run_template(&r);
+    lv_sampler s = { 0 };
+    if (rc == LV_OK)
+        rc = lv_sampler_init(&s, &r.sp, lv_llama_vocab(r.m), lv_tok_n_vocab(r.tok));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    bool first = true;
+    lv_tok_ids ids = { 0 };
+    while (rc == LV_OK && (len = getline(&line, &cap, stdin)) >= 0) {
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = 0;
+        char *turn = lv_template_user_turn(r.tmpl, r.system, line, first, false);
+        char *text = NULL;
+        if (turn && asprintf(&text, "%s%s", first ? "" : lv_template_close_answer(r.tmpl),
+                             turn) < 0)
+            text = NULL;
+        free(turn);
+        if (!text) {
+            rc = lv_error_status(LV_ENOMEM, "out of memory");
+            break;
+        }
+        ids.n = 0;
+        rc = lv_tok_encode(r.tok, text, strlen(text), LV_TOK_PARSE_SPECIAL, &ids);
+        free(text);
+        if (rc == LV_OK && r.m->pos + (int64_t)ids.n >= r.m->n_ctx) {
+            rc = lv_error("the conversation no longer fits in the context of %lld tokens "
+                          "(--ctx N for more)", (long long)r.m->n_ctx);
+            break;
+        }
+        struct lv_gen_opts o = { .n_predict = r.n_predict, .ignore_eos = r.ignore_eos,
+                                 .eot_id = eot_of(&r), .stop = r.stop, .n_stop = r.n_stop };
+        struct lv_gen_stats st;
+        if (rc == LV_OK)
+            rc = lv_generate(r.m, r.tok, &s, ids.v, (int64_t)ids.n, &o, print_text, &r, &st);
+        printf("\n");
+        fflush(stdout);
+        if (rc == LV_OK)
+            report(&st);
+        first = false;
+    }
+    free(line);
+    lv_tok_ids_free(&ids);
+    lv_sampler_done(&s);
+    run_done(&r);
+    return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
+}
+
+#define SAMPLING_USAGE \
+    "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
+    "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
+    "[--ctx N] [--threads N]"
+
+const struct lv_cli_entry lv_cli_generate_entry = {
+    .name  = "generate",
+    .usage = "generate -m MODEL [-t TOKENIZER] (-p TEXT | --prompt-ids \"1 2 3\") [--chat] "
+             "[--system TEXT] [--template NAME] [--print-ids] [--dump logits=FILE.npy] "
+             "[--truncate] " SAMPLING_USAGE,
+    .help  = "Continue a prompt (--chat: answer it as a chat turn), streaming the text.",
+    .run   = generate_run,
+};
+
+const struct lv_cli_entry lv_cli_chat_entry = {
+    .name  = "chat",
+    .usage = "chat -m MODEL [-t TOKENIZER] [--system TEXT] [--template NAME] " SAMPLING_USAGE,
+    .help  = "Chat: each line of standard input is a user turn; answers stream back.",
+    .run   = chat_run,
+};

@@ -1,0 +1,278 @@
+/*
+ * llama.c: the LLaMA-family decoder on lavinia's ops, with a kv cache.
+ *
+ * One pre-norm block per layer:
+ *     h = x + Wo attn(rope(Wq n), rope(Wk n), Wv n),   n = rmsnorm(x) * attn_norm
+ *     y = h + Wdown (silu(Wgate m) * Wup m),            m = rmsnorm(h) * ffn_norm
+ * then logits = lm_head(rmsnorm(y) * norm). Attention is causal over the cache plus the new
+ * positions, with grouped kv heads. Every call runs in the model's graph with recording off
+ * and resets it first: inference allocates nothing once the arena has grown.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "model/llama.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lavinia/error.h"
+
+/* ----------------------------------------------------------------------------------------
+ * loading
+ */
+
+static int keep(lv_llama *m, lv_tensor *t, void *copy)
+{
+    void *p = realloc(m->tensors, (size_t)(m->n_tensors + 1) * sizeof *m->tensors);
+    if (!p)
+        return LV_ENOMEM;
+    m->tensors = p;
+    m->tensors[m->n_tensors++] = t;
+    if (copy) {
+        p = realloc(m->copies, (size_t)(m->n_copies + 1) * sizeof *m->copies);
+        if (!p)
+            return LV_ENOMEM;
+        m->copies = p;
+        m->copies[m->n_copies++] = copy;
+    }
+    return LV_OK;
+}
+
+/* a checkpoint tensor as an lv_tensor: wrapped where it lies when aligned, else copied */
+static int weight(lv_llama *m, const struct lv_checkpoint *ck, const char *name,
+                  lv_tensor **out)
+{
+    const struct lv_ckpt_tensor *t = lv_checkpoint_find(ck, name);
+    if (!t)
+        return lv_error("%s: no tensor '%s'", ck->path, name);
+    lv_dtype dt;
+    switch (t->type) {
+    case LV_CKPT_F32: dt = LV_F32; break;
+    case LV_CKPT_F16: dt = LV_F16; break;
+    case LV_CKPT_BF16: dt = LV_BF16; break;
+    default:
+        return lv_error("%s: tensor '%s' is %s; the decoder runs F32, F16 and BF16 weights "
+                        "(quantised ones come with the performance work)", ck->path,
+                        t->file_name, t->type_name);
+    }
+    void *data = (void *)t->data, *copy = NULL;
+    if ((uintptr_t)data % lv_dtype_size(dt) != 0) {
+        copy = malloc((size_t)t->nbytes);
+        if (!copy)
+            return lv_error_status(LV_ENOMEM, "%s: out of memory for '%s'", ck->path, name);
+        memcpy(copy, t->data, (size_t)t->nbytes);
+        data = copy;
+    }
+    lv_tensor *w = lv_tensor_wrap(data, dt, t->ndim, t->shape);
+    if (!w || keep(m, w, copy) != LV_OK) {
+        lv_tensor_free(w);
+        free(copy);
+        return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
+    }
+    lv_tensor_set_name(w, name);
+    lv_tensor_set_frozen(w);
+    *out = w;
+    return LV_OK;
+}
+
+int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
+{
+    if (!ck->has_config)
+        return lv_error("%s: %s; not a model", ck->path,
+                        ck->summary[0] ? ck->summary : "no config");
+    lv_llama *m = calloc(1, sizeof *m);
+    if (!m)
+        return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
+    const struct lv_model_config *c = &ck->config;
+    m->c = *c;
+    m->n_ctx = n_ctx > 0 ? n_ctx : c->max_seq;
+    m->rope = c->qk_layout == LV_QK_META ? LV_ROPE_META : LV_ROPE_HF;
+    m->rope_scale = c->rope_scaling == LV_ROPE_SCALING_LINEAR ? c->rope_factor : 1.0f;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    m->cache = calloc((size_t)c->n_layers, sizeof *m->cache);
+    m->g = lv_graph_new(NULL);
+    int rc = m->layers && m->cache && m->g ? LV_OK
+                                           : lv_error_status(LV_ENOMEM, "out of memory");
+    if (rc == LV_OK && m->n_ctx > c->max_seq)
+        fprintf(stderr, "lavinia: warning: a context of %lld positions is longer than the "
+                "%lld the model was trained for\n", (long long)m->n_ctx, (long long)c->max_seq);
+    if (rc == LV_OK && ((rc = weight(m, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
+                        (rc = weight(m, ck, "model.norm.weight", &m->norm))))
+        goto fail;
+    if (rc == LV_OK && c->tied)
+        m->lm_head = m->tok_emb;
+    else if (rc == LV_OK && (rc = weight(m, ck, "lm_head.weight", &m->lm_head)))
+        goto fail;
+    for (int64_t l = 0; rc == LV_OK && l < c->n_layers; l++) {
+        struct lv_llama_layer *L = &m->layers[l];
+        struct { const char *suffix; lv_tensor **dst; } w[] = {
+            { "input_layernorm.weight", &L->attn_norm },
+            { "self_attn.q_proj.weight", &L->wq },
+            { "self_attn.k_proj.weight", &L->wk },
+            { "self_attn.v_proj.weight", &L->wv },
+            { "self_attn.o_proj.weight", &L->wo },
+            { "post_attention_layernorm.weight", &L->ffn_norm },
+            { "mlp.gate_proj.weight", &L->w_gate },
+            { "mlp.up_proj.weight", &L->w_up },
+            { "mlp.down_proj.weight", &L->w_down },
+        };
+        for (size_t i = 0; rc == LV_OK && i < sizeof w / sizeof w[0]; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, w[i].suffix);
+            rc = weight(m, ck, name, w[i].dst);
+        }
+        if (rc == LV_OK &&
+            (rc = lv_kv_cache_init(&m->cache[l], m->n_ctx, c->n_kv_heads, c->head_dim)))
+            rc = lv_error_status(rc, "%s: no memory for a kv cache of %lld positions", ck->path,
+                                 (long long)m->n_ctx);
+    }
+    if (rc == LV_OK) {
+        *out = m;
+        return LV_OK;
+    }
+fail:
+    lv_llama_free(m);
+    return rc;
+}
+
+void lv_llama_free(lv_llama *m)
+{
+    if (!m)
+        return;
+    for (int64_t l = 0; m->cache && l < m->c.n_layers; l++)
+        lv_kv_cache_done(&m->cache[l]);
+    for (int i = 0; i < m->n_tensors; i++)
+        lv_tensor_free(m->tensors[i]);
+    for (int i = 0; i < m->n_copies; i++)
+        free(m->copies[i]);
+    free(m->tensors);
+    free(m->copies);
+    free(m->cache);
+    free(m->layers);
+    lv_graph_free(m->g);
+    free(m);
+}
+
+void lv_llama_reset(lv_llama *m)
+{
+    lv_llama_truncate(m, 0);
+}
+
+int lv_llama_truncate(lv_llama *m, int64_t n)
+{
+    if (n < 0 || n > m->pos)
+        return lv_error("model: cannot keep %lld of %lld cached positions", (long long)n,
+                        (long long)m->pos);
+    m->pos = n;
+    for (int64_t l = 0; l < m->c.n_layers; l++)
+        m->cache[l].len = n;
+    return LV_OK;
+}
+
+int64_t lv_llama_vocab(const lv_llama *m)
+{
+    return m->c.vocab;
+}
+
+/* ----------------------------------------------------------------------------------------
+ * forward
+ */
+
+static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all)
+{
+    const struct lv_model_config *c = &m->c;
+    lv_graph *g = m->g;
+    int64_t H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, C = c->dim;
+    float eps = c->norm_eps, scale = 1.0f / sqrtf((float)D);
+    int64_t ps = T;
+    lv_tensor *pos = lv_new(g, LV_I32, 1, &ps);
+    if (!pos)
+        return LV_ERR;
+    for (int64_t t = 0; t < T; t++)
+        ((int32_t *)pos->data)[t] = (int32_t)(m->pos + t);
+    for (int64_t l = 0; x && l < c->n_layers; l++) {
+        const struct lv_llama_layer *L = &m->layers[l];
+        lv_tensor *n = lv_rmsnorm(g, x, L->attn_norm, eps);
+        lv_tensor *q = lv_linear(g, n, L->wq, NULL);
+        lv_tensor *k = lv_linear(g, n, L->wk, NULL);
+        lv_tensor *v = lv_linear(g, n, L->wv, NULL);
+        q = lv_reshape(g, q, 3, (int64_t[]){ T, H, D });
+        k = lv_reshape(g, k, 3, (int64_t[]){ T, KV, D });
+        v = lv_reshape(g, v, 3, (int64_t[]){ T, KV, D });
+        q = lv_rope(g, q, pos, m->rope, c->rope_theta, m->rope_scale);
+        k = lv_rope(g, k, pos, m->rope, c->rope_theta, m->rope_scale);
+        lv_tensor *a = lv_attention(g, q, k, v, NULL, &m->cache[l], scale, LV_ATTN_CAUSAL);
+        a = lv_reshape(g, a, 2, (int64_t[]){ T, H * D });
+        lv_tensor *h = lv_add(g, x, lv_linear(g, a, L->wo, NULL));
+        lv_tensor *f = lv_rmsnorm(g, h, L->ffn_norm, eps);
+        f = lv_swiglu(g, lv_linear(g, f, L->w_gate, NULL), lv_linear(g, f, L->w_up, NULL));
+        x = lv_add(g, h, lv_linear(g, f, L->w_down, NULL));
+    }
+    if (x && !all && T > 1)
+        x = lv_slice(g, x, 0, T - 1, 1);
+    if (x)
+        x = lv_rmsnorm(g, x, m->norm, eps);
+    lv_tensor *out = x && logits ? lv_linear(g, x, m->lm_head, NULL) : x;
+    if (!out)
+        return LV_ERR;
+    if (logits)
+        lv_tensor_to_f32(logits, out);
+    (void)C;
+    return LV_OK;
+}
+
+static int begin(lv_llama *m, int64_t n)
+{
+    if (n <= 0)
+        return lv_error("model: nothing to run");
+    if (m->pos + n > m->n_ctx)
+        return lv_error("model: %lld more positions do not fit in the context (%lld of %lld "
+                        "used)", (long long)n, (long long)m->pos, (long long)m->n_ctx);
+    lv_graph_reset(m->g);
+    lv_graph_set_recording(m->g, false);
+    return LV_OK;
+}
+
+/* after a failure the cache keeps what it had */
+static int finish(lv_llama *m, int64_t n, int rc)
+{
+    if (rc == LV_OK)
+        m->pos += n;
+    for (int64_t l = 0; l < m->c.n_layers; l++)
+        m->cache[l].len = m->pos;
+    return rc;
+}
+
+int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all)
+{
+    int rc = begin(m, n);
+    if (rc)
+        return rc;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->c.vocab)
+            return lv_error("model: token id %d is outside the vocabulary (0..%lld)", ids[i],
+                            (long long)m->c.vocab - 1);
+    lv_tensor *t = lv_new(m->g, LV_I32, 1, &n);
+    if (!t)
+        return LV_ERR;
+    memcpy(t->data, ids, (size_t)n * sizeof *ids);
+    lv_tensor *x = lv_embedding(m->g, m->tok_emb, t);
+    return finish(m, n, x ? forward(m, x, n, logits, all) : LV_ERR);
+}
+
+int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all)
+{
+    int rc = begin(m, n);
+    if (rc)
+        return rc;
+    lv_tensor *x = lv_new(m->g, LV_F32, 2, (int64_t[]){ n, m->c.dim });
+    if (!x)
+        return LV_ERR;
+    memcpy(x->data, embd, (size_t)(n * m->c.dim) * sizeof(float));
+    return finish(m, n, forward(m, x, n, logits, all));
+}

@@ -1,0 +1,69 @@
+/*
+ * llama.h (internal): the LLaMA-family decoder (LLaMA, Llama-2, Vicuna, Mistral without
+ * sliding window, llama2.c models, LLaVA's language model) with a kv cache.
+ *
+ *     struct lv_checkpoint ck;             // io/checkpoint.h: stays open while the model lives
+ *     lv_llama *m;
+ *     lv_checkpoint_open(&ck, path, NULL, NULL);
+ *     lv_llama_load(&m, &ck, 0);           // 0: the config's context length
+ *     float *logits = malloc(lv_llama_vocab(m) * sizeof(float));
+ *     lv_llama_forward(m, prompt, n, logits, false);   // the prompt in one pass: last row
+ *     lv_llama_forward(m, &next, 1, logits, false);    // then token by token
+ *
+ * Weights are used where the checkpoint maps them (F32, F16, BF16, zero-copy when aligned);
+ * q/k rows stay in the file's order and RoPE runs in the matching layout (Meta pairs or
+ * Hugging Face halves), so nothing is permuted at load.
+ */
+#ifndef LV_MODEL_LLAMA_H
+#define LV_MODEL_LLAMA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "io/checkpoint.h"
+#include "lavinia/ops.h"
+
+typedef struct lv_llama lv_llama;
+
+struct lv_llama_layer {
+    lv_tensor *attn_norm;                  /* (C) */
+    lv_tensor *wq, *wk, *wv, *wo;          /* (H*D, C), (KV*D, C), (KV*D, C), (C, H*D) */
+    lv_tensor *ffn_norm;                   /* (C) */
+    lv_tensor *w_gate, *w_up, *w_down;     /* (F, C), (F, C), (C, F) */
+};
+
+struct lv_llama {
+    struct lv_model_config c;
+    lv_tensor *tok_emb;                    /* (V, C) */
+    lv_tensor *norm;                       /* (C) */
+    lv_tensor *lm_head;                    /* (V, C): tok_emb when tied */
+    struct lv_llama_layer *layers;         /* [L] */
+    lv_kv_cache *cache;                    /* [L] */
+    int64_t n_ctx;                         /* positions the cache holds */
+    int64_t pos;                           /* positions filled */
+    lv_rope_mode rope;
+    float rope_scale;
+    lv_graph *g;
+    lv_tensor **tensors;                   /* every weight header, for freeing */
+    void **copies;                         /* weights copied for alignment */
+    int n_tensors, n_copies;
+};
+
+/* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:
+ * the config's max_seq. ck must stay open until lv_llama_free. */
+int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx);
+void lv_llama_free(lv_llama *m);
+/* Forget the cached positions (a new conversation). */
+void lv_llama_reset(lv_llama *m);
+/* Keep only the first n cached positions (undo a turn). */
+int lv_llama_truncate(lv_llama *m, int64_t n);
+int64_t lv_llama_vocab(const lv_llama *m);
+
+/* Run n tokens at positions pos.. pos+n-1 and append them to the cache. logits: NULL, or
+ * room for the last row (all = false: V floats) or for every row (all = true: n x V). An
+ * error (ids out of range, past the context) leaves the cache as it was. */
+int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all);
+/* The same from input embeddings (n x C floats): image tokens spliced by the vision code. */
+int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all);
+
+#endif /* LV_MODEL_LLAMA_H */

@@ -1,0 +1,111 @@
+#!/bin/bash
+# generate-cli.sh: lavinia generate and lavinia chat as a person runs them: stories260K's greedy
+# ids from BOS (llama2.c's run.c) from the .bin, its Hugging Face and GGUF conversions; --dump
+# logits as a NumPy file; the speed line; seeds; chat turns over standard input with a
+# detected template; clear errors for bad ids, a missing tokenizer, a prompt past the context.
+set -u
+bin="${LV_TOP_BUILDDIR:-.}/src/lavinia"
+src="${LV_TOP_SRCDIR:-.}"
+conf="${LAVINIA_CONFORMANCE_DIR:-$src/../shared/conformance}"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lv-gen-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+ok() { echo "OK     $1"; }
+bad() { echo "NOT OK $1"; fail=1; }
+check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
+# one error line naming WORDS, status 1
+refused() { # WHAT WORDS COMMAND...
+    local what=$1 words=$2
+    shift 2
+    "$@" > "$tmp/o" 2> "$tmp/e"
+    local rc=$?
+    if [ $rc = 1 ] && [ "$(wc -l < "$tmp/e")" = 1 ] && grep -q -- "$words" "$tmp/e"; then
+        ok "$what: $(cat "$tmp/e")"
+    else
+        bad "$what: status $rc: $(cat "$tmp/e")"
+    fi
+}
+
+model="$conf/stories260K.bin"
+if [ -f "$model" ]; then
+    want=$(cat "$conf/stories260K.greedy-from-bos.txt" | tr -s ' \n' ' ' | sed 's/ $//')
+    got=$("$bin" generate -m "$model" --prompt-ids 1 -n 256 --temp 0 --print-ids 2> "$tmp/err")
+    check "stories260K: greedy from BOS, 256 ids as llama2.c's run.c" "$got" "$want"
+    grep -q "^prompt: 1 tokens, .* tokens/s; decode: 256 tokens, .* tokens/s$" "$tmp/err" &&
+        ok "the speed line: $(cat "$tmp/err")" || bad "the speed line: $(cat "$tmp/err")"
+    "$bin" convert "$model" "$tmp/hf" > /dev/null 2>&1
+    "$bin" convert "$model" "$tmp/s.gguf" > /dev/null 2>&1
+    for m in "$tmp/hf" "$tmp/s.gguf"; do
+        check "$(basename "$m"): the same 256 ids" \
+            "$("$bin" generate -m "$m" --prompt-ids 1 -n 256 --temp 0 --print-ids 2>/dev/null)" \
+            "$want"
+    done
+    "$bin" generate -m "$model" --prompt-ids "1 403" -n 16 --temp 0 --print-ids \
+        --dump logits="$tmp/l.npy" > /dev/null 2>&1
+    # 2 prompt + 16 generated - 1 = 17 rows of 512 float32, after a 128-byte header
+    check "--dump logits: a .npy of 17 x 512 float32" \
+        "$(head -c 6 "$tmp/l.npy" | tail -c 5)$(stat -c %s "$tmp/l.npy")" "NUMPY34944"
+    grep -a -q "'shape': (17, 512)" "$tmp/l.npy" && ok "--dump logits: shape (17, 512)" ||
+        bad "--dump logits: shape"
+    a=$("$bin" generate -m "$model" --prompt-ids 1 -n 24 --temp 1 --seed 5 --print-ids 2>/dev/null)
+    b=$("$bin" generate -m "$model" --prompt-ids 1 -n 24 --temp 1 --seed 5 --print-ids 2>/dev/null)
+    c=$("$bin" generate -m "$model" --prompt-ids 1 -n 24 --temp 1 --seed 6 --print-ids 2>/dev/null)
+    [ "$a" = "$b" ] && [ "$a" != "$c" ] && ok "same seed, same ids; another seed, others" ||
+        bad "seeds: '$a' '$b' '$c'"
+    t1=$("$bin" --threads 1 generate -m "$model" --prompt-ids 1 -n 64 --temp 0 --print-ids 2>/dev/null)
+    t2=$("$bin" generate -m "$model" --threads 2 --prompt-ids 1 -n 64 --temp 0 --print-ids 2>/dev/null)
+    check "--threads 1 and 2 give the same ids" "$t1" "$t2"
+    refused "a malformed --prompt-ids" "not a token id" \
+        "$bin" generate -m "$model" --prompt-ids "1 x" --print-ids
+    refused "an id outside the vocabulary" "outside the vocabulary" \
+        "$bin" generate -m "$model" --prompt-ids "1 512" --print-ids
+    refused "text without a tokenizer" "tokenizer" "$bin" generate -m "$model" -p "Once"
+    refused "a prompt past the context" "context" \
+        "$bin" generate -m "$model" --ctx 4 --prompt-ids "1 2 3 4 5" --print-ids
+    "$bin" generate -m "$model" --ctx 4 --prompt-ids "1 2 3 4 5" --print-ids --truncate -n 1 \
+        > "$tmp/o" 2> "$tmp/e" && grep -q "warning" "$tmp/e" &&
+        ok "--truncate keeps the end with a warning" || bad "--truncate: $(cat "$tmp/e")"
+    # 1 prompt position + 7 fed back fill the 8; the 8th id is drawn from the last logits
+    check "generation stops at the context end" \
+        "$("$bin" generate -m "$model" --ctx 8 --prompt-ids 1 -n 100 --temp 0 --print-ids 2>/dev/null | wc -w)" "8"
+else
+    echo "# conformance data not found ($conf): stories260K cases not run"
+fi
+
+# chat: the reference LM (vocab 96) with a small character tokenizer and a Mistral template
+d="$tmp/chat"
+mkdir "$d"
+cp "$src/tests/reference/llama-lm-f32/config.json" "$src/tests/reference/llama-lm-f32/model.safetensors" "$d/"
+{
+    printf '{"model": {"type": "BPE", "unk_token": "<unk>", "vocab": {"<unk>": 0, "<s>": 1, '
+    printf '"</s>": 2, "\\u2581": 3'
+    i=4
+    for ch in a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N \
+        O P Q R S T U V W X Y Z '[' ']' / : . , '?' '!'; do
+        printf ', "%s": %d' "$ch" $i
+        i=$((i + 1))
+    done
+    printf '}, "merges": []}, "normalizer": {"type": "Sequence", "normalizers": [{"type": '
+    printf '"Prepend", "prepend": "\\u2581"}, {"type": "Replace", "pattern": {"String": " "}, '
+    printf '"content": "\\u2581"}]}, "added_tokens": [{"id": 1, "content": "<s>", "special": '
+    printf 'true}, {"id": 2, "content": "</s>", "special": true}]}\n'
+} > "$d/tokenizer.json"
+refused "--chat without a template" "--template" "$bin" generate -m "$d" -p "Hi" --chat
+printf '{"chat_template": "{{ bos_token }}{%% for m in messages %%}[INST] {{ m.content }} [/INST]{%% endfor %%}"}\n' \
+    > "$d/tokenizer_config.json"
+"$bin" generate -m "$d" -p "Hi there" --chat -n 4 --temp 0 --ignore-eos --print-ids \
+    > "$tmp/o" 2> "$tmp/e" && [ "$(wc -w < "$tmp/o")" = 4 ] &&
+    ok "--chat with the detected template: $(cat "$tmp/o")" || bad "--chat: $(cat "$tmp/e")"
+printf 'Hello there\nAnd again?\n' | "$bin" chat -m "$d" -n 5 --temp 0 --ignore-eos \
+    > "$tmp/o" 2> "$tmp/e"
+rc=$?
+check "chat: one answer line per input line" "$rc $(wc -l < "$tmp/o")" "0 2"
+check "chat: one speed line per turn" "$(grep -c '^prompt: ' "$tmp/e")" "2"
+p2=$(grep '^prompt: ' "$tmp/e" | sed -n 2p | sed 's/prompt: \([0-9]*\) tokens.*/\1/')
+[ -n "$p2" ] && [ "$p2" -lt 30 ] && ok "chat keeps the cache: the second turn feeds $p2 tokens" ||
+    bad "chat second turn fed '$p2' tokens"
+"$bin" generate -m "$d" -p "Hi" --chat --template chatml -n 2 --temp 0 --ignore-eos > /dev/null 2>&1 &&
+    ok "--template chatml" || bad "--template chatml"
+refused "an unknown --template" "llava-v1, vicuna" \
+    "$bin" generate -m "$d" -p "Hi" --chat --template nope
+exit $fail

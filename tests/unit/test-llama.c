@@ -1,0 +1,416 @@
+/*
+ * test-llama.c: the decoder against references, the sampler against hand-computed
+ * distributions, and the generation loop's edges.
+ *
+ * 1. tests/reference/llama_lm.bin (gen_llama_lm.py, float64 PyTorch): a random LLaMA with
+ *    GQA and an untied head, stored as F32, F16 and BF16: logits of one prefill pass and of
+ *    token-by-token decoding with the cache match within 1e-5 (max|a - b| <= tol * max|b|);
+ *    F16/BF16 against F32: teacher-forced top-1 agreement and mean KL are printed.
+ * 2. The conformance stories260K.bin: greedy from BOS gives the 256 ids of llama2.c's run.c;
+ *    the same model written as a Hugging Face directory and as GGUF gives the same ids and
+ *    logits within 1e-5; logits do not depend on the thread count.
+ * 3. Sampler: top-k, top-p, min-p, temperature and the penalties against distributions
+ *    computed by hand; same seed, same draws; 20 seeds at temperature 1 give >= 19 outputs.
+ * 4. Context: too long a prompt is refused and leaves the cache as it was; generation stops
+ *    at the context end.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/checkpoint.h"
+#include "lavinia/error.h"
+#include "lavinia/ops.h"
+#include "model/generate.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "refdata.h"
+#include "testutil.h"
+
+#define TOL 1e-5
+#define REF_HINT "cd tests/reference && /usr/bin/python3 gen_llama_lm.py"
+
+static char tmpdir[256];
+
+/* max|a - b| / max|b| over n values */
+static double rel_err(const float *a, const double *b, int64_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs(b[i]));
+    }
+    return m > 0 ? e / m : e;
+}
+
+static double rel_err_f(const float *a, const float *b, int64_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - (double)b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? e / m : e;
+}
+
+static bool open_model(const char *path, struct lv_checkpoint *ck, lv_llama **m, int64_t n_ctx)
+{
+    if (!tu_assert(lv_checkpoint_open(ck, path, NULL, NULL) == LV_OK, "%s opens (%s)", path,
+                   lv_errmsg()))
+        return false;
+    if (!tu_assert(lv_llama_load(m, ck, n_ctx) == LV_OK, "%s loads (%s)", path, lv_errmsg())) {
+        lv_checkpoint_close(ck);
+        return false;
+    }
+    return true;
+}
+
+/* ----------------------------------------------------------------------------------------
+ * 1. the PyTorch reference
+ */
+
+static void softmax64(const float *x, double *p, int64_t n)
+{
+    double mx = x[0], s = 0.0;
+    for (int64_t i = 1; i < n; i++)
+        mx = fmax(mx, x[i]);
+    for (int64_t i = 0; i < n; i++)
+        s += (p[i] = exp((double)x[i] - mx));
+    for (int64_t i = 0; i < n; i++)
+        p[i] /= s;
+}
+
+static void reference(void)
+{
+    struct ref_file rf;
+    if (!ref_load(&rf, "llama_lm", REF_HINT))
+        return;
+    const struct ref_tensor *tokens = NULL;
+    for (int i = 0; i < rf.count; i++)
+        if (strcmp(rf.t[i].name, "tokens") == 0)
+            tokens = &rf.t[i];
+    if (!tu_assert(tokens && tokens->ndim == 1, "llama_lm.bin has the prompt")) {
+        ref_done(&rf);
+        return;
+    }
+    int64_t T = tokens->shape[0], V = 96;
+    int32_t ids[64];
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (int32_t)tokens->data[t];
+    static const char *const dts[] = { "f32", "f16", "bf16" };
+    float *all[3] = { 0 };
+    const char *top = getenv("LV_TOP_SRCDIR");
+    for (int d = 0; d < 3; d++) {
+        char path[1200], name[32];
+        snprintf(path, sizeof path, "%s/tests/reference/llama-lm-%s", top && *top ? top : ".",
+                 dts[d]);
+        snprintf(name, sizeof name, "logits.%s", dts[d]);
+        const struct ref_tensor *want = ref_get(&rf, name, 2, (int64_t[]){ T, V });
+        struct lv_checkpoint ck;
+        lv_llama *m;
+        if (!want || !open_model(path, &ck, &m, 0))
+            continue;
+        float *got = malloc((size_t)(T * V) * sizeof *got), *row = malloc((size_t)V * 4);
+        all[d] = got;
+        int rc = lv_llama_forward(m, ids, T, got, true);
+        double e = rc == LV_OK ? rel_err(got, want->data, T * V) : 1.0;
+        tu_assert(rc == LV_OK && e <= TOL, "%s: prefill logits at all %lld positions: "
+                  "relative error %.2e (tol %.0e)", dts[d], (long long)T, e, TOL);
+        lv_llama_reset(m);
+        double worst = 0.0;
+        for (int64_t t = 0; t < T && rc == LV_OK; t++) {
+            rc = lv_llama_forward(m, &ids[t], 1, row, false);
+            worst = fmax(worst, rel_err(row, want->data + t * V, V));
+        }
+        tu_assert(rc == LV_OK && worst <= TOL, "%s: token-by-token decoding with the cache: "
+                  "worst relative error %.2e", dts[d], worst);
+        free(row);
+        lv_llama_free(m);
+        lv_checkpoint_close(&ck);
+    }
+    /* narrow weights against F32: teacher-forced top-1 agreement and mean KL(F32 || x) */
+    for (int d = 1; d < 3 && all[0]; d++) {
+        if (!all[d])
+            continue;
+        int agree = 0;
+        double kl = 0.0, p[96], q[96];
+        for (int64_t t = 0; t < T; t++) {
+            const float *a = all[0] + t * V, *b = all[d] + t * V;
+            int64_t ia = 0, ib = 0;
+            for (int64_t i = 1; i < V; i++) {
+                ia = a[i] > a[ia] ? i : ia;
+                ib = b[i] > b[ib] ? i : ib;
+            }
+            agree += ia == ib;
+            softmax64(a, p, V);
+            softmax64(b, q, V);
+            for (int64_t i = 0; i < V; i++)
+                kl += p[i] * (log(p[i]) - log(q[i]));
+        }
+        printf("# %s vs f32: teacher-forced top-1 agreement %d/%lld, mean KL %.3e nats\n",
+               dts[d], agree, (long long)T, kl / (double)T);
+        tu_assert(agree >= T - 1, "%s agrees with F32 on the top id at %d of %lld positions",
+                  dts[d], agree, (long long)T);
+    }
+    for (int d = 0; d < 3; d++)
+        free(all[d]);
+    ref_done(&rf);
+}
+
+/* ----------------------------------------------------------------------------------------
+ * 2. stories260K
+ */
+
+static int collect_id(void *ctx, int32_t id, const char *text, size_t n)
+{
+    (void)text;
+    (void)n;
+    int32_t **p = ctx;
+    if (id >= 0)
+        *(*p)++ = id;
+    return 0;
+}
+
+static int run_greedy(lv_llama *m, int n, int32_t *out)
+{
+    struct lv_sampler_params p = { .temp = 0.0f, .top_p = 1.0f, .repeat_penalty = 1.0f };
+    lv_sampler s;
+    struct lv_gen_stats st;
+    struct lv_gen_opts o = { .n_predict = n, .eot_id = -1, .ignore_eos = true };
+    int32_t bos = 1, *w = out;
+    if (lv_sampler_init(&s, &p, lv_llama_vocab(m), lv_llama_vocab(m)) != LV_OK)
+        return -1;
+    lv_llama_reset(m);
+    int rc = lv_generate(m, NULL, &s, &bos, 1, &o, collect_id, &w, &st);
+    lv_sampler_done(&s);
+    return rc == LV_OK ? (int)(w - out) : -1;
+}
+
+static void stories(const char *conf)
+{
+    char model[1200], ref[1200], hf[400], gguf[400];
+    snprintf(model, sizeof model, "%s/stories260K.bin", conf);
+    snprintf(ref, sizeof ref, "%s/stories260K.greedy-from-bos.txt", conf);
+    FILE *f = fopen(ref, "r");
+    if (!f) {
+        printf("skipped: conformance data not found (%s)\n", ref);
+        return;
+    }
+    int32_t want[256];
+    int nw = 0;
+    while (nw < 256 && fscanf(f, "%d", &want[nw]) == 1)
+        nw++;
+    fclose(f);
+    struct lv_checkpoint ck;
+    lv_llama *m;
+    if (!open_model(model, &ck, &m, 0))
+        return;
+    int32_t got[256];
+    int n = run_greedy(m, 256, got);
+    tu_assert(nw == 256 && n == 256 && memcmp(got, want, sizeof want) == 0,
+              "stories260K: greedy from BOS gives the 256 ids of llama2.c's run.c");
+    /* the whole sequence's logits, as the reference for the converted files */
+    int32_t seq[257] = { 1 };
+    memcpy(seq + 1, want, sizeof want);
+    int64_t V = lv_llama_vocab(m);
+    float *base = malloc((size_t)(257 * V) * sizeof *base), *other = malloc((size_t)(257 * V) * 4);
+    lv_llama_reset(m);
+    tu_assert(lv_llama_forward(m, seq, 257, base, true) == LV_OK, "stories260K: 257 positions");
+    /* threads: 1 and 2 give the same bits */
+    int threads = lv_get_threads();
+    lv_set_threads(1);
+    lv_llama_reset(m);
+    lv_llama_forward(m, seq, 257, other, true);
+    lv_set_threads(threads > 1 ? threads : 2);
+    tu_assert(memcmp(base, other, (size_t)(257 * V) * 4) == 0,
+              "logits do not depend on the thread count (1 vs %d)", threads > 1 ? threads : 2);
+    snprintf(hf, sizeof hf, "%s/stories-hf", tmpdir);
+    snprintf(gguf, sizeof gguf, "%s/stories.gguf", tmpdir);
+    tu_assert(lv_checkpoint_write_hf(&ck, hf, 0) == LV_OK &&
+                  lv_checkpoint_write_gguf(&ck, gguf) == LV_OK, "stories260K converted");
+    lv_llama_free(m);
+    lv_checkpoint_close(&ck);
+    const char *paths[] = { hf, gguf }, *labels[] = { "Hugging Face directory", "GGUF" };
+    for (int i = 0; i < 2; i++) {
+        if (!open_model(paths[i], &ck, &m, 0))
+            continue;
+        n = run_greedy(m, 256, got);
+        tu_assert(n == 256 && memcmp(got, want, sizeof want) == 0,
+                  "stories260K as a %s: the same 256 ids", labels[i]);
+        lv_llama_reset(m);
+        int rc = lv_llama_forward(m, seq, 257, other, true);
+        double e = rc == LV_OK ? rel_err_f(other, base, 257 * V) : 1.0;
+        tu_assert(e <= TOL, "stories260K as a %s: logits within %.0e (relative error %.2e)",
+                  labels[i], TOL, e);
+        lv_llama_free(m);
+        lv_checkpoint_close(&ck);
+    }
+    free(base);
+    free(other);
+}
+
+/* ----------------------------------------------------------------------------------------
+ * 3. the sampler
+ */
+
+static bool probs_are(const float *got, const double *want, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fabs((double)got[i] - want[i]) > 1e-6)
+            return false;
+    return true;
+}
+
+static void sampler(const char *conf)
+{
+    /* logits ln(p) for p = .4 .3 .15 .1 .05 (then a masked id) */
+    const float lg[6] = { logf(0.4f), logf(0.3f), logf(0.15f), logf(0.1f), logf(0.05f), 10.0f };
+    float pr[6];
+    lv_sampler s;
+    struct lv_sampler_params p = { .temp = 1.0f, .top_p = 1.0f, .repeat_penalty = 1.0f };
+    struct { const char *what; struct lv_sampler_params p; double want[6]; } cases[] = {
+        { "temperature 1, nothing cut", p, { .4, .3, .15, .1, .05, 0 } },
+        { "top-k 2", { .temp = 1, .top_k = 2, .top_p = 1, .repeat_penalty = 1 },
+          { .4 / .7, .3 / .7, 0, 0, 0, 0 } },
+        { "top-p 0.8 (.4 + .3 + .15 reaches it)", { .temp = 1, .top_p = 0.8f,
+                                                    .repeat_penalty = 1 },
+          { .4 / .85, .3 / .85, .15 / .85, 0, 0, 0 } },
+        { "min-p 0.3 (>= .12 stays)", { .temp = 1, .top_p = 1, .min_p = 0.3f,
+                                         .repeat_penalty = 1 },
+          { .4 / .85, .3 / .85, .15 / .85, 0, 0, 0 } },
+        { "temperature 2 (p^(1/2) renormalised)", { .temp = 2, .top_p = 1,
+                                                     .repeat_penalty = 1 },
+          { 0 } },
+    };
+    double z = sqrt(.4) + sqrt(.3) + sqrt(.15) + sqrt(.1) + sqrt(.05);
+    double t2[5] = { sqrt(.4) / z, sqrt(.3) / z, sqrt(.15) / z, sqrt(.1) / z, sqrt(.05) / z };
+    memcpy(cases[4].want, t2, sizeof t2);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lv_sampler_init(&s, &cases[i].p, 6, 5);
+        lv_sampler_sample(&s, lg, pr);
+        tu_assert(probs_are(pr, cases[i].want, 6), "sampler, %s: %.4f %.4f %.4f %.4f %.4f %.4f",
+                  cases[i].what, pr[0], pr[1], pr[2], pr[3], pr[4], pr[5]);
+        lv_sampler_done(&s);
+    }
+    /* penalties: repetition 2 on ids 0 and 3 (seen), frequency 0.5 and presence 0.25 on id 0
+     * (seen twice): logits ln .4 / 2 ... for negative logits the penalty multiplies */
+    struct lv_sampler_params pen = { .temp = 1, .top_p = 1, .repeat_penalty = 2.0f,
+                                     .freq_penalty = 0.5f, .presence_penalty = 0.25f };
+    lv_sampler_init(&s, &pen, 6, 5);
+    lv_sampler_accept(&s, 0);
+    lv_sampler_accept(&s, 0);
+    lv_sampler_accept(&s, 3);
+    lv_sampler_sample(&s, lg, pr);
+    double e[5] = { 2 * log(.4) - 0.5 * 2 - 0.25, log(.3), log(.15), 2 * log(.1) - 0.5 - 0.25,
+                    log(.05) }, w[6] = { 0 }, sum = 0;
+    for (int i = 0; i < 5; i++)
+        sum += exp(e[i]);
+    for (int i = 0; i < 5; i++)
+        w[i] = exp(e[i]) / sum;
+    tu_assert(probs_are(pr, w, 6), "sampler, repetition/frequency/presence penalties: %.4f "
+              "%.4f %.4f %.4f %.4f", pr[0], pr[1], pr[2], pr[3], pr[4]);
+    lv_sampler_done(&s);
+    /* greedy ignores the masked id with the largest logit */
+    struct lv_sampler_params g = { .temp = 0, .top_p = 1, .repeat_penalty = 1 };
+    lv_sampler_init(&s, &g, 6, 5);
+    tu_assert(lv_sampler_sample(&s, lg, NULL) == 0, "greedy picks the best unmasked id");
+    lv_sampler_done(&s);
+    /* seeds, on stories260K */
+    char model[1200];
+    snprintf(model, sizeof model, "%s/stories260K.bin", conf);
+    if (access(model, R_OK) != 0)
+        return;
+    struct lv_checkpoint ck;
+    lv_llama *m;
+    if (!open_model(model, &ck, &m, 0))
+        return;
+    int32_t outs[21][32];
+    for (int seed = 0; seed <= 20; seed++) {
+        struct lv_sampler_params sp = { .temp = 1, .top_p = 1, .repeat_penalty = 1,
+                                        .seed = (uint64_t)(seed == 20 ? 7 : seed) };
+        struct lv_gen_opts o = { .n_predict = 32, .eot_id = -1, .ignore_eos = true };
+        struct lv_gen_stats st;
+        int32_t bos = 1, *wp = outs[seed];
+        lv_sampler_init(&s, &sp, lv_llama_vocab(m), lv_llama_vocab(m));
+        lv_llama_reset(m);
+        lv_generate(m, NULL, &s, &bos, 1, &o, collect_id, &wp, &st);
+        lv_sampler_done(&s);
+    }
+    int distinct = 0;
+    for (int i = 0; i < 20; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = memcmp(outs[i], outs[j], sizeof outs[i]) == 0;
+        distinct += !seen;
+    }
+    tu_assert(distinct >= 19, "temperature 1: %d of 20 seeds give distinct outputs", distinct);
+    tu_assert(memcmp(outs[7], outs[20], sizeof outs[7]) == 0, "the same seed, the same output");
+    lv_llama_free(m);
+    lv_checkpoint_close(&ck);
+}
+
+/* ----------------------------------------------------------------------------------------
+ * 4. the context
+ */
+
+static void context(void)
+{
+    const char *top = getenv("LV_TOP_SRCDIR");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tests/reference/llama-lm-f32", top && *top ? top : ".");
+    struct lv_checkpoint ck;
+    lv_llama *m;
+    if (!open_model(path, &ck, &m, 8))
+        return;
+    int32_t ids[10] = { 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+    float logits[96];
+    tu_assert(lv_llama_forward(m, ids, 10, logits, false) != LV_OK &&
+                  strstr(lv_errmsg(), "context") && m->pos == 0,
+              "10 positions in a context of 8 are refused, the cache untouched: %s",
+              lv_errmsg());
+    int32_t bad = 96;
+    tu_assert(lv_llama_forward(m, &bad, 1, logits, false) != LV_OK &&
+                  strstr(lv_errmsg(), "96"), "an id outside the vocabulary: %s", lv_errmsg());
+    struct lv_sampler_params p = { .temp = 0, .top_p = 1, .repeat_penalty = 1 };
+    lv_sampler s;
+    struct lv_gen_opts o = { .n_predict = 100, .eot_id = -1, .ignore_eos = true };
+    struct lv_gen_stats st;
+    lv_sampler_init(&s, &p, 96, 96);
+    int rc = lv_generate(m, NULL, &s, ids, 3, &o, NULL, NULL, &st);
+    tu_assert(rc == LV_OK && st.hit_context && st.n_gen == 6 && m->pos == 8,
+              "generation stops cleanly at the context end (%lld generated)",
+              (long long)st.n_gen);
+    lv_sampler_done(&s);
+    lv_llama_free(m);
+    lv_checkpoint_close(&ck);
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv, "llama");
+    const char *t = getenv("TMPDIR"), *cd = getenv("LAVINIA_CONFORMANCE_DIR");
+    const char *top = getenv("LV_TOP_SRCDIR");
+    char conf[1024];
+    if (cd && *cd)
+        snprintf(conf, sizeof conf, "%s", cd);
+    else
+        snprintf(conf, sizeof conf, "%s/../shared/conformance", top && *top ? top : ".");
+    snprintf(tmpdir, sizeof tmpdir, "%s/lv-llama-XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir))
+        return 99;
+    reference();
+    stories(conf);
+    sampler(conf);
+    context();
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", tmpdir);
+    return tu_finish();
+}
