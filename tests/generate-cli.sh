@@ -108,4 +108,8 @@ p2=$(grep '^prompt: ' "$tmp/e" | sed -n 2p | sed 's/prompt: \([0-9]*\) tokens.*/
     ok "--template chatml" || bad "--template chatml"
 refused "an unknown --template" "llava-v1, vicuna" \
     "$bin" generate -m "$d" -p "Hi" --chat --template nope
+# bench: a random model, a small bandwidth buffer
+"$bin" bench --random 64,128,2,4,2,256 --dtype f16 --prompt 8 --gen 4 --bw-size 16 > "$tmp/o" 2> "$tmp/e"
+grep -q "^decode bandwidth use: " "$tmp/o" && grep -q "^time to first token: " "$tmp/o" &&
+    ok "bench on a random model: $(tr '\n' ';' < "$tmp/o")" || bad "bench: $(cat "$tmp/e")"
 exit $fail

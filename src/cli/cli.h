@@ -20,6 +20,7 @@ extern const struct lv_cli_entry lv_cli_convert_entry;
 extern const struct lv_cli_entry lv_cli_tokenize_entry;
 extern const struct lv_cli_entry lv_cli_generate_entry;
 extern const struct lv_cli_entry lv_cli_chat_entry;
+extern const struct lv_cli_entry lv_cli_bench_entry;
 
 /* Print "lavinia: MESSAGE" on standard error; returns 1. */
 int lv_cli_fail(const char *msg);

@@ -80,15 +80,12 @@ static int weight(lv_llama *m, const struct lv_checkpoint *ck, const char *name,
     return LV_OK;
 }
 
-int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
+/* the struct, its graph and the per-layer arrays for config c */
+static int alloc_model(lv_llama **out, const struct lv_model_config *c, int64_t n_ctx)
 {
-    if (!ck->has_config)
-        return lv_error("%s: %s; not a model", ck->path,
-                        ck->summary[0] ? ck->summary : "no config");
     lv_llama *m = calloc(1, sizeof *m);
     if (!m)
-        return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
-    const struct lv_model_config *c = &ck->config;
+        return lv_error_status(LV_ENOMEM, "model: out of memory");
     m->c = *c;
     m->n_ctx = n_ctx > 0 ? n_ctx : c->max_seq;
     m->rope = c->qk_layout == LV_QK_META ? LV_ROPE_META : LV_ROPE_HF;
@@ -96,11 +93,50 @@ int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->cache = calloc((size_t)c->n_layers, sizeof *m->cache);
     m->g = lv_graph_new(NULL);
-    int rc = m->layers && m->cache && m->g ? LV_OK
-                                           : lv_error_status(LV_ENOMEM, "out of memory");
-    if (rc == LV_OK && m->n_ctx > c->max_seq)
+    *out = m;
+    if (!m->layers || !m->cache || !m->g)
+        return lv_error_status(LV_ENOMEM, "model: out of memory");
+    if (m->n_ctx > c->max_seq)
         fprintf(stderr, "lavinia: warning: a context of %lld positions is longer than the "
                 "%lld the model was trained for\n", (long long)m->n_ctx, (long long)c->max_seq);
+    return LV_OK;
+}
+
+static int alloc_caches(lv_llama *m, const char *what)
+{
+    for (int64_t l = 0; l < m->c.n_layers; l++)
+        if (lv_kv_cache_init(&m->cache[l], m->n_ctx, m->c.n_kv_heads, m->c.head_dim) != LV_OK)
+            return lv_error_status(LV_ENOMEM, "%s: no memory for a kv cache of %lld positions",
+                                   what, (long long)m->n_ctx);
+    return LV_OK;
+}
+
+/* every weight of layer l by its name suffix */
+#define LAYER_WEIGHTS(L) { \
+    { "input_layernorm.weight", &(L)->attn_norm }, \
+    { "self_attn.q_proj.weight", &(L)->wq }, \
+    { "self_attn.k_proj.weight", &(L)->wk }, \
+    { "self_attn.v_proj.weight", &(L)->wv }, \
+    { "self_attn.o_proj.weight", &(L)->wo }, \
+    { "post_attention_layernorm.weight", &(L)->ffn_norm }, \
+    { "mlp.gate_proj.weight", &(L)->w_gate }, \
+    { "mlp.up_proj.weight", &(L)->w_up }, \
+    { "mlp.down_proj.weight", &(L)->w_down }, \
+}
+
+struct layer_weight {
+    const char *suffix;
+    lv_tensor **dst;
+};
+
+int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
+{
+    if (!ck->has_config)
+        return lv_error("%s: %s; not a model", ck->path,
+                        ck->summary[0] ? ck->summary : "no config");
+    const struct lv_model_config *c = &ck->config;
+    lv_llama *m = NULL;
+    int rc = alloc_model(&m, c, n_ctx);
     if (rc == LV_OK && ((rc = weight(m, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
                         (rc = weight(m, ck, "model.norm.weight", &m->norm))))
         goto fail;
@@ -109,28 +145,15 @@ int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
     else if (rc == LV_OK && (rc = weight(m, ck, "lm_head.weight", &m->lm_head)))
         goto fail;
     for (int64_t l = 0; rc == LV_OK && l < c->n_layers; l++) {
-        struct lv_llama_layer *L = &m->layers[l];
-        struct { const char *suffix; lv_tensor **dst; } w[] = {
-            { "input_layernorm.weight", &L->attn_norm },
-            { "self_attn.q_proj.weight", &L->wq },
-            { "self_attn.k_proj.weight", &L->wk },
-            { "self_attn.v_proj.weight", &L->wv },
-            { "self_attn.o_proj.weight", &L->wo },
-            { "post_attention_layernorm.weight", &L->ffn_norm },
-            { "mlp.gate_proj.weight", &L->w_gate },
-            { "mlp.up_proj.weight", &L->w_up },
-            { "mlp.down_proj.weight", &L->w_down },
-        };
+        struct layer_weight w[] = LAYER_WEIGHTS(&m->layers[l]);
         for (size_t i = 0; rc == LV_OK && i < sizeof w / sizeof w[0]; i++) {
             char name[128];
             snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, w[i].suffix);
             rc = weight(m, ck, name, w[i].dst);
         }
-        if (rc == LV_OK &&
-            (rc = lv_kv_cache_init(&m->cache[l], m->n_ctx, c->n_kv_heads, c->head_dim)))
-            rc = lv_error_status(rc, "%s: no memory for a kv cache of %lld positions", ck->path,
-                                 (long long)m->n_ctx);
     }
+    if (rc == LV_OK)
+        rc = alloc_caches(m, ck->path);
     if (rc == LV_OK) {
         *out = m;
         return LV_OK;
@@ -138,6 +161,99 @@ int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
 fail:
     lv_llama_free(m);
     return rc;
+}
+
+/* a random (rows, cols) or (rows) weight: N(0, 1/cols) by a fixed generator, or ones */
+static int random_weight(lv_llama *m, lv_dtype dt, int64_t rows, int64_t cols, uint64_t *rng,
+                         lv_tensor **out)
+{
+    int64_t shape[2] = { rows, cols };
+    lv_tensor *t = lv_tensor_new(dt, cols > 0 ? 2 : 1, shape);
+    float *row = malloc((size_t)(cols > 0 ? cols : rows) * sizeof *row);
+    if (!t || !row || keep(m, t, NULL) != LV_OK) {
+        lv_tensor_free(t);
+        free(row);
+        return lv_error_status(LV_ENOMEM, "model: out of memory for random weights");
+    }
+    int64_t n = cols > 0 ? cols : rows;
+    double sd = cols > 0 ? 1.0 / sqrt((double)cols) : 0.0;
+    for (int64_t r = 0; r < (cols > 0 ? rows : 1); r++) {
+        for (int64_t i = 0; i < n; i++) {
+            /* Irwin-Hall: the sum of 4 uniforms, centred and scaled to variance 1 */
+            double u = 0.0;
+            for (int k = 0; k < 4; k++) {
+                *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+                u += (double)(*rng >> 11) * (1.0 / 9007199254740992.0);
+            }
+            row[i] = cols > 0 ? (float)((u - 2.0) * sqrt(3.0) * sd) : 1.0f;
+        }
+        lv_convert_row((char *)t->data + (size_t)(r * n) * lv_dtype_size(dt), dt, row, LV_F32,
+                       n);
+    }
+    free(row);
+    lv_tensor_set_frozen(t);
+    *out = t;
+    return LV_OK;
+}
+
+int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtype dtype,
+                        uint64_t seed, int64_t n_ctx)
+{
+    int rc = lv_model_config_check(c, "random model");
+    lv_llama *m = NULL;
+    if (rc == LV_OK)
+        rc = alloc_model(&m, c, n_ctx);
+    uint64_t rng = seed;
+    int64_t C = c->dim, Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
+    if (rc == LV_OK && ((rc = random_weight(m, dtype, c->vocab, C, &rng, &m->tok_emb)) ||
+                        (rc = random_weight(m, LV_F32, C, 0, &rng, &m->norm))))
+        goto fail;
+    if (rc == LV_OK && c->tied)
+        m->lm_head = m->tok_emb;
+    else if (rc == LV_OK && (rc = random_weight(m, dtype, c->vocab, C, &rng, &m->lm_head)))
+        goto fail;
+    for (int64_t l = 0; rc == LV_OK && l < c->n_layers; l++) {
+        struct lv_llama_layer *L = &m->layers[l];
+        if ((rc = random_weight(m, LV_F32, C, 0, &rng, &L->attn_norm)) ||
+            (rc = random_weight(m, dtype, Q, C, &rng, &L->wq)) ||
+            (rc = random_weight(m, dtype, K, C, &rng, &L->wk)) ||
+            (rc = random_weight(m, dtype, K, C, &rng, &L->wv)) ||
+            (rc = random_weight(m, dtype, C, Q, &rng, &L->wo)) ||
+            (rc = random_weight(m, LV_F32, C, 0, &rng, &L->ffn_norm)) ||
+            (rc = random_weight(m, dtype, c->hidden, C, &rng, &L->w_gate)) ||
+            (rc = random_weight(m, dtype, c->hidden, C, &rng, &L->w_up)) ||
+            (rc = random_weight(m, dtype, C, c->hidden, &rng, &L->w_down)))
+            goto fail;
+    }
+    if (rc == LV_OK)
+        rc = alloc_caches(m, "random model");
+    if (rc == LV_OK) {
+        *out = m;
+        return LV_OK;
+    }
+fail:
+    lv_llama_free(m);
+    return rc;
+}
+
+static uint64_t nbytes(const lv_tensor *t)
+{
+    uint64_t n = lv_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        n *= (uint64_t)t->shape[d];
+    return n;
+}
+
+uint64_t lv_llama_weight_bytes(const lv_llama *m)
+{
+    uint64_t b = nbytes(m->norm) + nbytes(m->lm_head);
+    for (int64_t l = 0; l < m->c.n_layers; l++) {
+        const struct lv_llama_layer *L = &m->layers[l];
+        b += nbytes(L->attn_norm) + nbytes(L->wq) + nbytes(L->wk) + nbytes(L->wv) +
+             nbytes(L->wo) + nbytes(L->ffn_norm) + nbytes(L->w_gate) + nbytes(L->w_up) +
+             nbytes(L->w_down);
+    }
+    return b;
 }
 
 void lv_llama_free(lv_llama *m)

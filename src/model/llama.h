@@ -52,6 +52,12 @@ struct lv_llama {
 /* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:
  * the config's max_seq. ck must stay open until lv_llama_free. */
 int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx);
+/* A model with random weights (N(0, 1/fan_in), norms 1) of the given shape, stored as dtype
+ * (F32, F16 or BF16): benchmarks and demos without a checkpoint. */
+int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtype dtype,
+                        uint64_t seed, int64_t n_ctx);
+/* Bytes of weights one decoded token reads (every matrix and norm, the classifier once). */
+uint64_t lv_llama_weight_bytes(const lv_llama *m);
 void lv_llama_free(lv_llama *m);
 /* Forget the cached positions (a new conversation). */
 void lv_llama_reset(lv_llama *m);

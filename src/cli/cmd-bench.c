@@ -1,0 +1,175 @@
+/*
+ * cmd-bench.c: lavinia bench -m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab —
+ * prompt and decode speed, time to first token, peak memory, and how much of the machine's
+ * memory bandwidth (measured in the same run) decoding uses: decode tokens/s x bytes of
+ * weights read per token / bandwidth.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli/cli.h"
+#include "io/checkpoint.h"
+#include "lavinia/error.h"
+#include "model/generate.h"
+#include "model/llama.h"
+#include "util/membw.h"
+
+static int parse_shape(const char *s, struct lv_model_config *c)
+{
+    long long v[6];
+    char tail;
+    if (sscanf(s, "%lld,%lld,%lld,%lld,%lld,%lld%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+               &tail) != 6)
+        return lv_error("--random %s: want dim,hidden,layers,heads,kv_heads,vocab", s);
+    lv_model_config_init(c);
+    c->dim = v[0];
+    c->hidden = v[1];
+    c->n_layers = v[2];
+    c->n_heads = v[3];
+    c->n_kv_heads = v[4];
+    c->vocab = v[5];
+    c->head_dim = v[3] > 0 ? v[0] / v[3] : 0;
+    c->max_seq = 2048;
+    return lv_model_config_check(c, "--random");
+}
+
+static int bench_run(int argc, char **argv)
+{
+    enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS };
+    static const struct option opts[] = {
+        { "model", required_argument, NULL, 'm' },
+        { "random", required_argument, NULL, OPT_RANDOM },
+        { "dtype", required_argument, NULL, OPT_DTYPE },
+        { "prompt", required_argument, NULL, OPT_PROMPT },
+        { "gen", required_argument, NULL, OPT_GEN },
+        { "bw-size", required_argument, NULL, OPT_BW },
+        { "threads", required_argument, NULL, OPT_THREADS },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *model = NULL, *shape = NULL, *dtype_name = "f32";
+    long n_prompt = 128, n_gen = 64, bw_mib = 2048;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+        char *end = NULL;
+        long *dst = c == OPT_PROMPT ? &n_prompt : c == OPT_GEN ? &n_gen : c == OPT_BW ? &bw_mib
+                                                                                    : NULL;
+        switch (c) {
+        case 'm': model = optarg; break;
+        case OPT_RANDOM: shape = optarg; break;
+        case OPT_DTYPE: dtype_name = optarg; break;
+        case OPT_THREADS:
+        case OPT_PROMPT:
+        case OPT_GEN:
+        case OPT_BW: {
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || *end || v < 1 || v > (1 << 20)) {
+                fprintf(stderr, "lavinia: bench: '%s' is not a positive count\n", optarg);
+                return 2;
+            }
+            if (dst)
+                *dst = v;
+            else
+                lv_set_threads((int)v);
+            break;
+        }
+        case 'h':
+            printf("Usage: lavinia %s\n%s\n", lv_cli_bench_entry.usage, lv_cli_bench_entry.help);
+            return 0;
+        default: return lv_cli_usage(&lv_cli_bench_entry);
+        }
+    }
+    if (!model == !shape || optind != argc)
+        return lv_cli_usage(&lv_cli_bench_entry);
+    lv_dtype dt = strcmp(dtype_name, "f32") == 0    ? LV_F32
+                  : strcmp(dtype_name, "f16") == 0  ? LV_F16
+                  : strcmp(dtype_name, "bf16") == 0 ? LV_BF16
+                                                    : LV_DTYPE_COUNT;
+    if (dt == LV_DTYPE_COUNT) {
+        fprintf(stderr, "lavinia: bench: --dtype %s: want f32, f16 or bf16\n", dtype_name);
+        return 2;
+    }
+    struct lv_checkpoint ck = { 0 };
+    struct lv_model_config cfg;
+    lv_llama *m = NULL;
+    int64_t ctx = n_prompt + n_gen + 1;
+    int rc;
+    if (model)
+        rc = lv_checkpoint_open(&ck, model, NULL, NULL) == LV_OK
+                 ? lv_llama_load(&m, &ck, ctx)
+                 : LV_ERR;
+    else if ((rc = parse_shape(shape, &cfg)) == LV_OK) {
+        cfg.max_seq = ctx;
+        rc = lv_llama_new_random(&m, &cfg, dt, 1, ctx);
+    }
+    int32_t *ids = malloc((size_t)(n_prompt + 1) * sizeof *ids);
+    float *logits = m ? malloc((size_t)lv_llama_vocab(m) * sizeof *logits) : NULL;
+    if (rc == LV_OK && (!ids || !logits))
+        rc = lv_error_status(LV_ENOMEM, "out of memory");
+    if (rc == LV_OK) {
+        uint64_t x = 12345;
+        for (long i = 0; i < n_prompt; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int32_t)((x >> 33) % (uint64_t)lv_llama_vocab(m));
+        }
+        double t0 = lv_now();
+        rc = lv_llama_forward(m, ids, n_prompt, logits, false);
+        double t_prompt = lv_now() - t0, t_decode = 0.0, t_first = 0.0;
+        for (long i = 0; rc == LV_OK && i < n_gen; i++) {
+            int32_t best = 0;
+            for (int64_t v = 1; v < lv_llama_vocab(m); v++)
+                best = logits[v] > logits[best] ? (int32_t)v : best;
+            if (i == 0)
+                t_first = lv_now() - t0;
+            double t1 = lv_now();
+            rc = lv_llama_forward(m, &best, 1, logits, false);
+            t_decode += lv_now() - t1;
+        }
+        if (rc == LV_OK) {
+            struct rusage ru;
+            getrusage(RUSAGE_SELF, &ru);
+            uint64_t wb = lv_llama_weight_bytes(m);
+            double tps = (double)n_gen / t_decode, mib = 1024.0 * 1024.0;
+            printf("model: %s, %s weights, %.1f MiB read per token, %d thread(s)\n",
+                   model ? model : shape, model ? "stored" : dtype_name, (double)wb / mib,
+                   lv_get_threads());
+            printf("prompt: %ld tokens, %.2f tokens/s\n", n_prompt, (double)n_prompt / t_prompt);
+            printf("time to first token: %.1f ms\n", t_first * 1e3);
+            printf("decode: %ld tokens, %.2f tokens/s\n", n_gen, tps);
+            printf("peak RSS: %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+            fflush(stdout);
+            double bw = lv_mem_read_bandwidth((size_t)bw_mib << 20, lv_get_threads(), 5);
+            if (bw <= 0) {
+                rc = LV_ERR;
+            } else {
+                printf("memory read bandwidth: %.2f GB/s (%ld MiB, %d thread(s), best of 5)\n",
+                       bw / 1e9, bw_mib, lv_get_threads());
+                printf("decode bandwidth use: %.1f%% (%.2f tokens/s x %.1f MiB / %.2f GB/s)\n",
+                       100.0 * tps * (double)wb / bw, tps, (double)wb / mib, bw / 1e9);
+            }
+        }
+    }
+    free(ids);
+    free(logits);
+    lv_llama_free(m);
+    lv_checkpoint_close(&ck);
+    return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
+}
+
+const struct lv_cli_entry lv_cli_bench_entry = {
+    .name  = "bench",
+    .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab [--dtype "
+             "f32|f16|bf16]) [--prompt N] [--gen N] [--bw-size MiB] [--threads N]",
+    .help  = "Prompt and decode speed, time to first token, peak memory, and the share of the "
+             "measured memory bandwidth that decoding uses.",
+    .run   = bench_run,
+};
