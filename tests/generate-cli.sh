@@ -108,6 +108,17 @@ p2=$(grep '^prompt: ' "$tmp/e" | sed -n 2p | sed 's/prompt: \([0-9]*\) tokens.*/
     ok "--template chatml" || bad "--template chatml"
 refused "an unknown --template" "llava-v1, vicuna" \
     "$bin" generate -m "$d" -p "Hi" --chat --template nope
+# stop strings: the text before the first occurrence, nothing of the stop string itself
+full=$("$bin" generate -m "$d" -p "Hi there" -n 24 --temp 0 --ignore-eos 2>/dev/null)
+stop=${full:8:2}
+cut=$("$bin" generate -m "$d" -p "Hi there" -n 24 --temp 0 --ignore-eos --stop "$stop" 2>/dev/null)
+prefix=${full%%"$stop"*}
+if [ ${#full} -ge 12 ] && [ "$cut" = "$prefix" ]; then
+    ok "--stop '$stop': '$cut' (of '$full')"
+else
+    bad "--stop '$stop': got '$cut', want '$prefix' (of '$full')"
+fi
+
 # bench: a random model, a small bandwidth buffer
 "$bin" bench --random 64,128,2,4,2,256 --dtype f16 --prompt 8 --gen 4 --bw-size 16 > "$tmp/o" 2> "$tmp/e"
 grep -q "^decode bandwidth use: " "$tmp/o" && grep -q "^time to first token: " "$tmp/o" &&

@@ -22,6 +22,9 @@ extern const struct lv_cli_entry lv_cli_generate_entry;
 extern const struct lv_cli_entry lv_cli_chat_entry;
 extern const struct lv_cli_entry lv_cli_bench_entry;
 
+/* "1 2 3" (or commas) into ids; an error names `where` and what is not an id. */
+struct lv_tok_ids;
+int lv_cli_parse_ids(const char *s, struct lv_tok_ids *ids, const char *where);
 /* Print "lavinia: MESSAGE" on standard error; returns 1. */
 int lv_cli_fail(const char *msg);
 /* Print the entry's usage on standard error; returns 2. */

@@ -234,46 +234,6 @@ static int write_npy(const char *path, const float *x, int64_t rows, int64_t col
     return rc;
 }
 
-/* "1 2 3" or "1,2,3" */
-static int parse_ids(const char *s, int32_t **out, int64_t *n)
-{
-    int64_t cap = 16, k = 0;
-    int32_t *v = malloc((size_t)cap * sizeof *v);
-    if (!v)
-        return lv_error_status(LV_ENOMEM, "out of memory");
-    while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n')
-            s++;
-        if (!*s)
-            break;
-        char *end;
-        errno = 0;
-        long x = strtol(s, &end, 10);
-        if (end == s || errno || x < 0 || x > INT32_MAX ||
-            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
-            free(v);
-            return lv_error("--prompt-ids: '%.20s' is not a token id", s);
-        }
-        if (k == cap) {
-            int32_t *p = realloc(v, (size_t)(cap *= 2) * sizeof *v);
-            if (!p) {
-                free(v);
-                return lv_error_status(LV_ENOMEM, "out of memory");
-            }
-            v = p;
-        }
-        v[k++] = (int32_t)x;
-        s = end;
-    }
-    if (k == 0) {
-        free(v);
-        return lv_error("--prompt-ids: no ids");
-    }
-    *out = v;
-    *n = k;
-    return LV_OK;
-}
-
 static int generate_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -321,7 +281,12 @@ static int generate_run(int argc, char **argv)
         return lv_cli_usage(&lv_cli_generate_entry);
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    int rc = prompt_ids ? parse_ids(prompt_ids, &ids, &n_ids) : LV_OK;
+    lv_tok_ids parsed = { 0 };
+    int rc = prompt_ids ? lv_cli_parse_ids(prompt_ids, &parsed, "--prompt-ids") : LV_OK;
+    if (rc == LV_OK && prompt_ids && parsed.n == 0)
+        rc = lv_error("--prompt-ids: no ids");
+    ids = parsed.v;
+    n_ids = (int64_t)parsed.n;
     if (rc == LV_OK)
         rc = run_open(&r, !(prompt_ids && r.print_ids));
     if (rc == LV_OK && chat)

@@ -30,8 +30,7 @@ static int print_ids(const lv_tok_ids *ids)
     return 0;
 }
 
-/* "1 2 3" -> ids; an error names what is not an id */
-static int parse_ids(const char *s, lv_tok_ids *ids, const char *where)
+int lv_cli_parse_ids(const char *s, lv_tok_ids *ids, const char *where)
 {
     ids->n = 0;
     while (*s) {
@@ -42,17 +41,12 @@ static int parse_ids(const char *s, lv_tok_ids *ids, const char *where)
         char *end;
         errno = 0;
         long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX)
+        if (end == s || errno || v < 0 || v > INT32_MAX ||
+            (*end && !strchr(" \t\n\r,", *end)))
             return lv_error("%s: '%.20s' is not a token id", where, s);
-        if (ids->n == ids->cap) {
-            size_t cap = ids->cap ? 2 * ids->cap : 64;
-            int32_t *p = realloc(ids->v, cap * sizeof *p);
-            if (!p)
-                return lv_error_status(LV_ENOMEM, "out of memory");
-            ids->v = p;
-            ids->cap = cap;
-        }
-        ids->v[ids->n++] = (int32_t)v;
+        int rc = lv_tok_ids_push(ids, (int32_t)v);
+        if (rc)
+            return rc;
         s = end;
     }
     return LV_OK;
@@ -127,7 +121,7 @@ static int run_lines(const lv_tokenizer *tok, int flags, bool decode)
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = 0;
         if (decode) {
-            if ((rc = parse_ids(line, &ids, where)) == LV_OK)
+            if ((rc = lv_cli_parse_ids(line, &ids, where)) == LV_OK)
                 rc = decode_print(tok, &ids, true);
             continue;
         }
@@ -215,7 +209,7 @@ static int tokenize_run(int argc, char **argv)
         }
         lv_tok_ids ids = { 0 };
         if (rc == LV_OK && decode) {
-            if ((rc = parse_ids(text, &ids, optind < argc ? "TEXT" : "standard input")) ==
+            if ((rc = lv_cli_parse_ids(text, &ids, optind < argc ? "TEXT" : "standard input")) ==
                 LV_OK)
                 rc = decode_print(tok, &ids, false);
         } else if (rc == LV_OK) {

@@ -38,6 +38,7 @@
 #include "io/safetensors.h"
 #include "lavinia/error.h"
 #include "text/tokenizer.h"
+#include "util/buf.h"
 
 /* Tokenizer and processor files a Hugging Face directory carries beside the weights. */
 static const char *const hf_side_files[] = {
@@ -181,19 +182,6 @@ static int add_meta(struct lv_checkpoint *ck, const char *key, char *value)
     ck->meta[ck->n_meta].value = value;
     ck->n_meta++;
     return LV_OK;
-}
-
-/* printf into a new string; NULL when out of memory */
-static char *fmt_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt_alloc(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
 }
 
 /* a string for display: printable ASCII and UTF-8 kept, control bytes escaped, cut at max */
@@ -968,7 +956,7 @@ static int open_llama2c(struct lv_checkpoint *ck, const char *tokenizer)
         t->nbytes = s.nbytes;
         t->meta_qk = lv_names_is_qk(s.name, &is_k);
     }
-    char *v = fmt_alloc("%s", ck->config.tied ? "shared with the embedding" : "separate");
+    char *v = lv_strdupf("%s", ck->config.tied ? "shared with the embedding" : "separate");
     if ((rc = add_meta(ck, "classifier", v)))
         return rc;
     if (tokenizer) {

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <inttypes.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,4 +118,38 @@ int lv_read_file(const char *path, size_t max, char **out, size_t *n)
     }
     *out = buf;
     return LV_OK;
+}
+
+int lv_map_file(const char *path, uint64_t max, void **map, size_t *size)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return lv_error_status(LV_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = LV_OK;
+    if (fstat(fd, &st) != 0) {
+        rc = lv_error_status(LV_EIO, "%s: cannot stat: %s", path, strerror(errno));
+    } else if (S_ISDIR(st.st_mode)) {
+        rc = lv_error("%s: is a directory, not a file", path);
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = lv_error("%s: not a regular file", path);
+    } else if (st.st_size == 0) {
+        rc = lv_error("%s: empty file", path);
+    } else if ((uint64_t)st.st_size > max || (uint64_t)st.st_size > SIZE_MAX) {
+        rc = lv_error("%s: file of %lld bytes is larger than the %" PRIu64 "-byte limit", path,
+                      (long long)st.st_size, max);
+    } else {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            rc = lv_error_status(LV_EIO, "%s: cannot map %lld bytes: %s", path,
+                                 (long long)st.st_size, strerror(errno));
+        } else {
+            *map = m;
+            *size = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
 }

@@ -8,6 +8,7 @@
 #define LV_IO_FILEUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Write n bytes to path through PATH.tmp-XXXXXX in the same directory (mode 0644, fsync,
  * rename over path). On failure path is untouched and the temporary file removed. */
@@ -16,5 +17,9 @@ int lv_write_atomic(const char *path, const void *data, size_t n);
 /* Read all of path (a regular file of at most max bytes) into a malloc'd buffer with a NUL
  * after the last byte (not counted in *n). Messages name the file. */
 int lv_read_file(const char *path, size_t max, char **out, size_t *n);
+
+/* Map all of path read-only (a regular, non-empty file of at most max bytes) into *map and
+ * *size; release with munmap. Messages name the file. */
+int lv_map_file(const char *path, uint64_t max, void **map, size_t *size);
 
 #endif /* LV_IO_FILEUTIL_H */

@@ -42,6 +42,7 @@
 #endif
 
 #include "io/gguf.h"
+#include "io/fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -804,38 +805,12 @@ int lv_gguf_open_mem(lv_gguf_file *f, const void *buf, size_t n, const char *nam
 
 int lv_gguf_open(lv_gguf_file *f, const char *path)
 {
-    struct stat st;
+    void *map;
+    size_t size;
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lv_error_status(LV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return lv_error_status(LV_EIO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return lv_error("%s: is a directory, not a GGUF file", path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return lv_error("%s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return lv_error("%s: empty file", path);
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        close(fd);
-        return lv_error("%s: file too large to map", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return lv_error_status(LV_EIO, "%s: cannot map: %s", path, strerror(e));
+    int rc0 = lv_map_file(path, UINT64_MAX, &map, &size);
+    if (rc0 != LV_OK)
+        return rc0;
     int rc = lv_gguf_open_mem(f, map, size, path);
     if (rc != LV_OK) {
         munmap(map, size);

@@ -46,6 +46,7 @@
 #endif
 
 #include "io/llama2c.h"
+#include "io/fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -104,44 +105,6 @@ static float rd_f32(const uint8_t *p)
  * mapping a file
  */
 
-/* mmap the whole of path read-only; refuses directories, non-regular and empty files. */
-static int map_file(const char *path, void **map, size_t *size)
-{
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lv_error_status(LV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return lv_error_status(LV_EIO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return lv_error("%s: is a directory, not a file", path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return lv_error("%s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return lv_error("%s: empty file", path);
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        close(fd);
-        return lv_error("%s: %llu bytes do not fit in memory", path,
-                        (unsigned long long)st.st_size);
-    }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (m == MAP_FAILED)
-        return lv_error_status(LV_EIO, "%s: cannot map: %s", path, strerror(e));
-    *map = m;
-    *size = (size_t)st.st_size;
-    return LV_OK;
-}
 
 /* ----------------------------------------------------------------------------------------
  * checkpoint: header and sizes
@@ -292,7 +255,7 @@ int lv_l2c_open(lv_l2c_file *f, const char *path)
     size_t size;
     int rc;
     memset(f, 0, sizeof *f);
-    if ((rc = map_file(path, &map, &size)) != LV_OK)
+    if ((rc = lv_map_file(path, UINT64_MAX, &map, &size)) != LV_OK)
         return rc;
     if ((rc = lv_l2c_open_mem(f, map, size, path)) != LV_OK) {
         munmap(map, size);
@@ -523,7 +486,7 @@ int lv_l2c_tokenizer_open(lv_l2c_tokenizer *t, const char *path, int64_t vocab_s
     size_t size;
     int rc;
     memset(t, 0, sizeof *t);
-    if ((rc = map_file(path, &map, &size)) != LV_OK)
+    if ((rc = lv_map_file(path, UINT64_MAX, &map, &size)) != LV_OK)
         return rc;
     rc = lv_l2c_tokenizer_open_mem(t, map, size, path, vocab_size);
     munmap(map, size);   /* the tokenizer keeps copies */

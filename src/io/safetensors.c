@@ -54,6 +54,7 @@
 #endif
 
 #include "io/safetensors.h"
+#include "io/fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -264,42 +265,6 @@ static char *path_join(const char *dir, const char *name)
         p[o++] = '/';
     memcpy(p + o, name, b + 1);
     return p;
-}
-
-/* Map PATH read-only; at most max bytes. A directory, a non-regular file and an empty file
- * are errors. O_NONBLOCK keeps open() from hanging on a FIFO, which fstat then refuses. */
-static int map_file(const char *path, uint64_t max, void **map, size_t *size)
-{
-    *map = NULL;
-    *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return lv_error_status(LV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    int rc = LV_OK;
-    if (fstat(fd, &st) != 0) {
-        rc = lv_error_status(LV_EIO, "%s: cannot stat: %s", path, strerror(errno));
-    } else if (S_ISDIR(st.st_mode)) {
-        rc = lv_error("%s: is a directory, not a file", path);
-    } else if (!S_ISREG(st.st_mode)) {
-        rc = lv_error("%s: not a regular file", path);
-    } else if (st.st_size == 0) {
-        rc = lv_error("%s: empty file", path);
-    } else if ((uint64_t)st.st_size > max || (uint64_t)st.st_size > SIZE_MAX) {
-        rc = lv_error("%s: file of %lld bytes is larger than the %" PRIu64 "-byte limit", path,
-                      (long long)st.st_size, max);
-    } else {
-        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            rc = lv_error_status(LV_EIO, "%s: cannot map %lld bytes: %s", path,
-                                 (long long)st.st_size, strerror(errno));
-        } else {
-            *map = m;
-            *size = (size_t)st.st_size;
-        }
-    }
-    close(fd);
-    return rc;
 }
 
 /* A non-negative JSON integer. */
@@ -703,7 +668,7 @@ int lv_st_open(lv_st_file *f, const char *path)
     void *map;
     size_t size;
     memset(f, 0, sizeof *f);
-    int rc = map_file(path, UINT64_MAX, &map, &size);
+    int rc = lv_map_file(path, UINT64_MAX, &map, &size);
     if (rc != LV_OK)
         return rc;
     rc = lv_st_open_mem(f, map, size, path);
@@ -1077,7 +1042,7 @@ static int open_index(lv_st_set *s, const char *ipath)
     json_t *root = NULL;
     const char **shards = NULL;
     qname q, q2;
-    int rc = map_file(ipath, LV_ST_MAX_INDEX, &map, &size);
+    int rc = lv_map_file(ipath, LV_ST_MAX_INDEX, &map, &size);
     if (rc != LV_OK)
         return rc;
     size_t ok = utf8_valid_prefix(map, size);

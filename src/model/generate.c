@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "lavinia/error.h"
+#include "util/buf.h"
 
 double lv_now(void)
 {
@@ -24,32 +25,9 @@ double lv_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-struct held {
-    char *p;
-    size_t n, cap;
-};
-
-static int held_put(struct held *h, const char *s, size_t n)
-{
-    if (h->n + n + 1 > h->cap) {
-        size_t cap = h->cap ? h->cap : 256;
-        while (cap < h->n + n + 1)
-            cap *= 2;
-        char *p = realloc(h->p, cap);
-        if (!p)
-            return lv_error_status(LV_ENOMEM, "out of memory");
-        h->p = p;
-        h->cap = cap;
-    }
-    memcpy(h->p + h->n, s, n);
-    h->n += n;
-    h->p[h->n] = 0;
-    return LV_OK;
-}
-
 /* bytes of h that can go out now: everything before a completed stop string (*stop set),
  * or everything but the longest tail that starts some stop string */
-static size_t releasable(const struct held *h, const struct lv_gen_opts *o, bool *stop)
+static size_t releasable(const struct lv_buf *h, const struct lv_gen_opts *o, bool *stop)
 {
     size_t out = h->n;
     *stop = false;
@@ -80,7 +58,7 @@ int lv_generate(lv_llama *m, const lv_tokenizer *tok, lv_sampler *s, const int32
 {
     int64_t V = lv_llama_vocab(m);
     float *row = o->logits_rows ? NULL : malloc((size_t)V * sizeof *row);
-    struct held h = { 0 };
+    struct lv_buf h = { 0 };
     char chunk[8192];
     lv_tok_stream ts;
     int rc = o->logits_rows || row ? LV_OK : lv_error_status(LV_ENOMEM, "out of memory");
@@ -112,7 +90,7 @@ int lv_generate(lv_llama *m, const lv_tokenizer *tok, lv_sampler *s, const int32
         int k = 0;
         if (tok) {
             k = lv_tok_stream_push(&ts, id, chunk, sizeof chunk);
-            if (k < 0 || (rc = held_put(&h, chunk, (size_t)k)))
+            if (k < 0 || (rc = lv_buf_put(&h, chunk, (size_t)k)))
                 rc = rc ? rc : LV_ERR;
             else
                 emit = releasable(&h, o, &stop);
@@ -143,7 +121,7 @@ int lv_generate(lv_llama *m, const lv_tokenizer *tok, lv_sampler *s, const int32
     if (rc == LV_OK && tok && fn && !stop) {
         int k = lv_tok_stream_flush(&ts, chunk, sizeof chunk);
         if (k > 0)
-            held_put(&h, chunk, (size_t)k);
+            lv_buf_put(&h, chunk, (size_t)k);
         if (h.n > 0)
             fn(ctx, -1, h.p, h.n);
     }

@@ -15,10 +15,11 @@
 
 #include "model/template.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/buf.h"
 
 enum { K_LLAVA, K_VICUNA, K_LLAMA2, K_MISTRAL, K_CHATML };
 
@@ -60,18 +61,6 @@ const struct lv_template *lv_template_detect(const char *jinja)
     return NULL;
 }
 
-static char *cat(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *cat(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 char *lv_template_user_turn(const struct lv_template *t, const char *system, const char *text,
                             bool first, bool image)
 {
@@ -82,17 +71,17 @@ char *lv_template_user_turn(const struct lv_template *t, const char *system, con
     switch (t->kind) {
     case K_LLAVA:
     case K_VICUNA:
-        return cat("%s%s%sUSER: %s%s ASSISTANT:", bos, has_sys ? sys : "", has_sys ? " " : "",
+        return lv_strdupf("%s%s%sUSER: %s%s ASSISTANT:", bos, has_sys ? sys : "", has_sys ? " " : "",
                    img, text);
     case K_LLAMA2:
         if (has_sys)
-            return cat("<s>[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s%s [/INST]", sys, img, text);
-        return cat("<s>[INST] %s%s [/INST]", img, text);
+            return lv_strdupf("<s>[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s%s [/INST]", sys, img, text);
+        return lv_strdupf("<s>[INST] %s%s [/INST]", img, text);
     case K_MISTRAL:
-        return cat("%s[INST] %s%s%s%s [/INST]", bos, has_sys ? sys : "", has_sys ? "\n\n" : "",
+        return lv_strdupf("%s[INST] %s%s%s%s [/INST]", bos, has_sys ? sys : "", has_sys ? "\n\n" : "",
                    img, text);
     case K_CHATML:
-        return cat("%s%s%s<|im_start|>user\n%s%s<|im_end|>\n<|im_start|>assistant\n",
+        return lv_strdupf("%s%s%s<|im_start|>user\n%s%s<|im_end|>\n<|im_start|>assistant\n",
                    has_sys ? "<|im_start|>system\n" : "", has_sys ? sys : "",
                    has_sys ? "<|im_end|>\n" : "", img, text);
     }

@@ -23,6 +23,7 @@
 
 #include "lavinia/error.h"
 #include "text/tok-impl.h"
+#include "util/buf.h"
 
 #define SPACE_SYMBOL "\xe2\x96\x81"   /* U+2581 "▁" */
 
@@ -74,7 +75,7 @@ void lv_tok_ids_free(lv_tok_ids *ids)
     memset(ids, 0, sizeof *ids);
 }
 
-static int ids_push(lv_tok_ids *ids, int32_t id)
+int lv_tok_ids_push(lv_tok_ids *ids, int32_t id)
 {
     if (ids->n == ids->cap) {
         size_t cap = ids->cap ? 2 * ids->cap : 64;
@@ -414,7 +415,7 @@ static int emit_unk(const lv_tokenizer *tok, struct emit *e)
         return lv_error("tokenizer: text needs the unknown token and the vocabulary has none");
     if (tok->fuse_unk && e->ids->n > e->first && e->ids->v[e->ids->n - 1] == tok->unk)
         return LV_OK;
-    return ids_push(e->ids, tok->unk);
+    return lv_tok_ids_push(e->ids, tok->unk);
 }
 
 static int emit_bytes(const lv_tokenizer *tok, struct emit *e, const char *p, size_t n)
@@ -423,7 +424,7 @@ static int emit_bytes(const lv_tokenizer *tok, struct emit *e, const char *p, si
         return emit_unk(tok, e);
     for (size_t i = 0; i < n; i++) {
         int32_t id = tok->byte_id[(unsigned char)p[i]];
-        int rc = id >= 0 ? ids_push(e->ids, id) : emit_unk(tok, e);
+        int rc = id >= 0 ? lv_tok_ids_push(e->ids, id) : emit_unk(tok, e);
         if (rc)
             return rc;
     }
@@ -438,7 +439,7 @@ static int emit_node(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
     const struct node *nd = &s->nodes[k];
     int32_t id = lv_tok_find(tok, w + nd->start, nd->len);
     if (id >= 0 && mergeable(tok, id) && tok->type[id] != LV_TOK_UNUSED)
-        return ids_push(e->ids, id);
+        return lv_tok_ids_push(e->ids, id);
     if (nd->left >= 0) {
         int rc = emit_node(tok, s, e, w, nd->left);
         return rc ? rc : emit_node(tok, s, e, w, nd->right);
@@ -476,7 +477,7 @@ static int bpe_word(const lv_tokenizer *tok, struct scratch *s, struct emit *e, 
     if (tok->ignore_merges) {
         int32_t id = lv_tok_find(tok, w, n);
         if (id >= 0)
-            return ids_push(e->ids, id);
+            return lv_tok_ids_push(e->ids, id);
     }
     /* characters; for tokenizer.json, a character that is no piece becomes its bytes (or
      * the unknown id) before merging, as tokenizers' BPE builds its words */
@@ -549,7 +550,7 @@ static int bpe_word(const lv_tokenizer *tok, struct scratch *s, struct emit *e, 
     for (int32_t i = 0; i >= 0; i = s->syms[i].next) {
         const struct sym *y = &s->syms[i];
         if (tok->rank_merges)
-            rc = y->id == tok->unk ? emit_unk(tok, e) : ids_push(e->ids, y->id);
+            rc = y->id == tok->unk ? emit_unk(tok, e) : lv_tok_ids_push(e->ids, y->id);
         else
             rc = emit_node(tok, s, e, w, y->node);
         if (rc)
@@ -561,29 +562,6 @@ static int bpe_word(const lv_tokenizer *tok, struct scratch *s, struct emit *e, 
 /* ----------------------------------------------------------------------------------------
  * encoding
  */
-
-struct buf {
-    char *p;
-    size_t n, cap;
-};
-
-static int buf_put(struct buf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return lv_error_status(LV_ENOMEM, "tokenizer: out of memory");
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return LV_OK;
-}
 
 /* ' ' as the vocabulary writes it */
 static const char *space_of(const lv_tokenizer *tok, size_t *n)
@@ -625,7 +603,7 @@ static bool is_ws(char c)
 
 /* Hugging Face: one segment between added tokens: spaces to "▁", the prefix, words */
 static int hf_segment(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
-                      struct buf *b, const char *t, size_t n, bool first, enum tok_prefix mode)
+                      struct lv_buf *b, const char *t, size_t n, bool first, enum tok_prefix mode)
 {
     size_t sn;
     const char *sp = space_of(tok, &sn);
@@ -636,10 +614,10 @@ static int hf_segment(const lv_tokenizer *tok, struct scratch *s, struct emit *e
     bool starts = n > 0 && t[0] == ' ';
     bool prefix = mode == TOK_PREFIX_SEGMENT || (mode == TOK_PREFIX_ALWAYS && !starts) ||
                   (mode == TOK_PREFIX_FIRST && first && !starts);
-    if (prefix && (rc = buf_put(b, sp, sn)))
+    if (prefix && (rc = lv_buf_put(b, sp, sn)))
         return rc;
     for (size_t i = 0; i < n; i++)
-        if ((rc = t[i] == ' ' ? buf_put(b, sp, sn) : buf_put(b, t + i, 1)))
+        if ((rc = t[i] == ' ' ? lv_buf_put(b, sp, sn) : lv_buf_put(b, t + i, 1)))
             return rc;
     if (!tok->split_words)
         return bpe_word(tok, s, e, b->p, b->n);
@@ -659,7 +637,7 @@ static int hf_segment(const lv_tokenizer *tok, struct scratch *s, struct emit *e
 static int encode_hf(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
                      const char *text, size_t n, bool special, enum tok_prefix mode)
 {
-    struct buf b = { 0 };
+    struct lv_buf b = { 0 };
     size_t seg = 0, i = 0;
     int rc = LV_OK;
     while (rc == LV_OK && i < n) {
@@ -673,7 +651,7 @@ static int encode_hf(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
             while (end > seg && is_ws(text[end - 1]))
                 end--;
         if ((rc = hf_segment(tok, s, e, &b, text + seg, end - seg, seg == 0, mode)) ||
-            (rc = ids_push(e->ids, sp->id)))
+            (rc = lv_tok_ids_push(e->ids, sp->id)))
             break;
         i += tok->len[sp->id];
         if (sp->rstrip)
@@ -691,10 +669,10 @@ static int encode_hf(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
 static int encode_spm(const lv_tokenizer *tok, struct scratch *s, struct emit *e,
                       const char *text, size_t n, bool special)
 {
-    struct buf b = { 0 };
+    struct lv_buf b = { 0 };
     size_t sn;
     const char *sp = space_of(tok, &sn);
-    int rc = buf_put(&b, "", 0);
+    int rc = lv_buf_put(&b, "", 0);
     size_t lo = 0, hi = n;
     if (tok->remove_extra_ws) {
         while (lo < hi && text[lo] == ' ')
@@ -703,16 +681,16 @@ static int encode_spm(const lv_tokenizer *tok, struct scratch *s, struct emit *e
             hi--;
     }
     if (rc == LV_OK && hi > lo && tok->prefix == TOK_PREFIX_TEXT)
-        rc = buf_put(&b, sp, sn);
+        rc = lv_buf_put(&b, sp, sn);
     for (size_t i = lo; rc == LV_OK && i < hi; i++) {
         if (text[i] != ' ')
-            rc = buf_put(&b, text + i, 1);
+            rc = lv_buf_put(&b, text + i, 1);
         else if (!(tok->remove_extra_ws && i > lo && text[i - 1] == ' '))
-            rc = buf_put(&b, sp, sn);
+            rc = lv_buf_put(&b, sp, sn);
     }
     /* after an added token (added_tokens.json), the text gets the dummy prefix again, as
      * transformers' slow tokenizers encode each piece of text on its own */
-    struct buf again = { 0 };
+    struct lv_buf again = { 0 };
     bool reprefix = false;
     size_t seg = 0, i = 0;
     while (rc == LV_OK && i <= b.n) {
@@ -723,7 +701,7 @@ static int encode_spm(const lv_tokenizer *tok, struct scratch *s, struct emit *e
         }
         if (reprefix && i > seg && tok->prefix == TOK_PREFIX_TEXT) {
             again.n = 0;
-            if ((rc = buf_put(&again, sp, sn)) || (rc = buf_put(&again, b.p + seg, i - seg)) ||
+            if ((rc = lv_buf_put(&again, sp, sn)) || (rc = lv_buf_put(&again, b.p + seg, i - seg)) ||
                 (rc = bpe_word(tok, s, e, again.p, again.n)))
                 break;
         } else if ((rc = bpe_word(tok, s, e, b.p + seg, i - seg))) {
@@ -731,7 +709,7 @@ static int encode_spm(const lv_tokenizer *tok, struct scratch *s, struct emit *e
         }
         if (!m)
             break;
-        if ((rc = ids_push(e->ids, m->id)))
+        if ((rc = lv_tok_ids_push(e->ids, m->id)))
             break;
         reprefix = m->resets_prefix;
         i += tok->len[m->id];
@@ -752,7 +730,7 @@ int lv_tok_encode(const lv_tokenizer *tok, const char *text, size_t n, int flags
     struct emit e = { .ids = ids, .first = ids->n };
     int rc = LV_OK;
     if ((flags & LV_TOK_BOS) && tok->bos >= 0)
-        rc = ids_push(ids, tok->bos);
+        rc = lv_tok_ids_push(ids, tok->bos);
     e.first = ids->n;
     if (rc == LV_OK && tok->source == LV_TOK_SRC_JSON)
         rc = encode_hf(tok, &s, &e, text, n, special, tok->prefix);
@@ -762,7 +740,7 @@ int lv_tok_encode(const lv_tokenizer *tok, const char *text, size_t n, int flags
     else if (rc == LV_OK)
         rc = encode_spm(tok, &s, &e, text, n, false);
     if (rc == LV_OK && (flags & LV_TOK_EOS) && tok->eos >= 0)
-        rc = ids_push(ids, tok->eos);
+        rc = lv_tok_ids_push(ids, tok->eos);
     free(s.syms);
     free(s.nodes);
     free(s.heap);
@@ -903,14 +881,14 @@ int lv_tok_decode(const lv_tokenizer *tok, const int32_t *ids, size_t n, char **
                   size_t *len)
 {
     lv_tok_stream s;
-    struct buf b = { 0 };
+    struct lv_buf b = { 0 };
     char piece[TOK_MAX_PIECE * 2 + 64];
-    int rc = buf_put(&b, "", 0), k;
+    int rc = lv_buf_put(&b, "", 0), k;
     lv_tok_stream_init(&s, tok);
     for (size_t i = 0; rc == LV_OK && i <= n; i++) {
         k = i < n ? lv_tok_stream_push(&s, ids[i], piece, sizeof piece)
                   : lv_tok_stream_flush(&s, piece, sizeof piece);
-        rc = k < 0 ? LV_ERR : buf_put(&b, piece, (size_t)k);
+        rc = k < 0 ? LV_ERR : lv_buf_put(&b, piece, (size_t)k);
     }
     if (rc != LV_OK) {
         free(b.p);

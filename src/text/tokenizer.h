@@ -58,6 +58,7 @@ typedef struct lv_tok_ids {
 } lv_tok_ids;
 
 void lv_tok_ids_free(lv_tok_ids *ids);
+int lv_tok_ids_push(lv_tok_ids *ids, int32_t id);
 
 /* --- opening ----------------------------------------------------------------------------- */
 

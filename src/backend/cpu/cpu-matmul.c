@@ -114,11 +114,37 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
     }
 }
 
+/* rows of b a thread takes at a time in a matrix-vector product */
+#define GEMV_ROWS 16
+/* up to this many rows of a, matrix-vector products beat the tiled sgemm */
+#define GEMV_MAX_M 4
+
+void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, int64_t N,
+              int64_t K, float beta, const struct cpu_simd *s)
+{
+    cpu_dot_fn dot = s->dot[bt];
+    size_t row = (size_t)K * lv_dtype_size(bt);
+    CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
+        int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
+        for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
+            const void *bn = (const char *)b + (size_t)n * row;
+            for (int64_t m = 0; m < M; m++) {
+                float v = dot(a + m * K, bn, K);
+                c[m * N + n] = beta == 0.0f ? v : beta * c[m * N + n] + v;
+            }
+        }
+    });
+}
+
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
               int64_t M, int64_t N, int64_t K, float beta)
 {
     if (M == 0 || N == 0)
         return;
+    if (!ta && tb && M <= GEMV_MAX_M && K > 0 && bt <= LV_BF16) {
+        cpu_gemv(c, a, b, bt, M, N, K, beta, cpu_simd());
+        return;
+    }
     if (K == 0) {
         for (int64_t i = 0; i < M * N; i++)
             c[i] = beta == 0.0f ? 0.0f : beta * c[i];

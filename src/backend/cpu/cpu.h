@@ -97,6 +97,28 @@ static inline bool cpu_parallel_worth(int64_t work)
 
 /* c (M, N) = op(a) op(b), a: (M, K) or (K, M) if ta, b: (K, N) or (N, K) if tb, b of dtype bt
  * (F32/F16/BF16; converted to F32 blocks, accumulation in F32). beta 0 assigns, 1 adds. */
+/* --- SIMD paths (cpu-simd.c): chosen once from CPUID, LAVINIA_SIMD forces one ----------- */
+
+enum cpu_simd_level { CPU_SIMD_GENERIC, CPU_SIMD_AVX2, CPU_SIMD_AVX512, CPU_SIMD_COUNT };
+
+/* x (k) F32 . w (k) of the table's dtype, F32 accumulation */
+typedef float (*cpu_dot_fn)(const float *x, const void *w, int64_t k);
+
+struct cpu_simd {
+    const char *name;                    /* "generic", "avx2", "avx512" */
+    cpu_dot_fn dot[LV_BF16 + 1];         /* by dtype: F32, F16, BF16 */
+};
+
+bool cpu_simd_supported(enum cpu_simd_level l);
+/* The path's kernels, NULL when this CPU cannot run it (tests run every path present). */
+const struct cpu_simd *cpu_simd_get(enum cpu_simd_level l);
+/* The path in use. */
+const struct cpu_simd *cpu_simd(void);
+/* Matrix-vector products: c (M, N) = beta c + a (M, K) b^T with b (N, K) rows of dtype bt,
+ * for small M (decoding), with the given kernels; each output by one thread. */
+void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, int64_t N,
+              int64_t K, float beta, const struct cpu_simd *s);
+
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
               int64_t M, int64_t N, int64_t K, float beta);
 /* The naive triple loop, kept for tests and as the reference for the fast path. */

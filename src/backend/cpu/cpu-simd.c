@@ -1,0 +1,247 @@
+/*
+ * cpu-simd.c: kernels chosen at run time from CPUID: generic C, AVX2+FMA+F16C, AVX-512F.
+ *
+ * The build stays portable (no -march): each accelerated kernel is compiled for its target
+ * with a function attribute and only called when the CPU reports the extension (GCC's
+ * __builtin_cpu_supports). LAVINIA_SIMD=generic|avx2|avx512 forces a path (one the CPU lacks
+ * is refused with a warning and the best available is used).
+ *
+ * The dot products here serve matrix-vector products (decoding: a few rows of activations
+ * against a weight matrix whose rows are contiguous). Each streams one weight row once, with
+ * four independent accumulators, converting F16/BF16 on the fly, so narrow weights are read
+ * at their own width instead of being widened into a buffer first.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "backend/cpu/cpu.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LV_X86 1
+#endif
+
+#include "util/log.h"
+
+/* --- generic ------------------------------------------------------------------------- */
+
+static float dot_f32_generic(const float *x, const void *w, int64_t k)
+{
+    const float *y = w;
+    float s[4] = { 0 };
+    int64_t i = 0;
+    for (; i + 4 <= k; i += 4)
+        for (int j = 0; j < 4; j++)
+            s[j] += x[i + j] * y[i + j];
+    for (; i < k; i++)
+        s[0] += x[i] * y[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+static float dot_f16_generic(const float *x, const void *w, int64_t k)
+{
+    const uint16_t *y = w;
+    float s[4] = { 0 };
+    int64_t i = 0;
+    for (; i + 4 <= k; i += 4)
+        for (int j = 0; j < 4; j++)
+            s[j] += x[i + j] * lv_f16_to_f32(y[i + j]);
+    for (; i < k; i++)
+        s[0] += x[i] * lv_f16_to_f32(y[i]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+static float dot_bf16_generic(const float *x, const void *w, int64_t k)
+{
+    const uint16_t *y = w;
+    float s[4] = { 0 };
+    int64_t i = 0;
+    for (; i + 4 <= k; i += 4)
+        for (int j = 0; j < 4; j++)
+            s[j] += x[i + j] * lv_bf16_to_f32(y[i + j]);
+    for (; i < k; i++)
+        s[0] += x[i] * lv_bf16_to_f32(y[i]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+#ifdef LV_X86
+/* --- AVX2 + FMA + F16C ------------------------------------------------------------------ */
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static float hsum256(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+AVX2 static __m256 load_f16x8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+AVX2 static __m256 load_bf16x8(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/* four accumulators of 8 lanes over 32 elements a step; LOAD(p) gives 8 floats */
+#define DOT_AVX2(LOAD, T, TAIL)                                                              \
+    const T *y = w;                                                                          \
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                              \
+    int64_t i = 0;                                                                           \
+    for (; i + 32 <= k; i += 32) {                                                           \
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), LOAD(y + i), a0);                       \
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), LOAD(y + i + 8), a1);               \
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), LOAD(y + i + 16), a2);             \
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), LOAD(y + i + 24), a3);             \
+    }                                                                                        \
+    for (; i + 8 <= k; i += 8)                                                               \
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), LOAD(y + i), a0);                       \
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));          \
+    for (; i < k; i++)                                                                       \
+        s += x[i] * TAIL(y[i]);                                                              \
+    return s;
+
+#define SAME(v) (v)
+AVX2 static float dot_f32_avx2(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX2(_mm256_loadu_ps, float, SAME)
+}
+
+AVX2 static float dot_f16_avx2(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX2(load_f16x8, uint16_t, lv_f16_to_f32)
+}
+
+AVX2 static float dot_bf16_avx2(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX2(load_bf16x8, uint16_t, lv_bf16_to_f32)
+}
+
+/* --- AVX-512F --------------------------------------------------------------------------- */
+
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static __m512 load_f16x16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+AVX512 static __m512 load_bf16x16(const uint16_t *p)
+{
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+#define DOT_AVX512(LOAD, T, TAIL)                                                            \
+    const T *y = w;                                                                          \
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                              \
+    int64_t i = 0;                                                                           \
+    for (; i + 64 <= k; i += 64) {                                                           \
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), LOAD(y + i), a0);                       \
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), LOAD(y + i + 16), a1);             \
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), LOAD(y + i + 32), a2);             \
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), LOAD(y + i + 48), a3);             \
+    }                                                                                        \
+    for (; i + 16 <= k; i += 16)                                                             \
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), LOAD(y + i), a0);                       \
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1),                      \
+                                                 _mm512_add_ps(a2, a3)));                    \
+    for (; i < k; i++)                                                                       \
+        s += x[i] * TAIL(y[i]);                                                              \
+    return s;
+
+AVX512 static float dot_f32_avx512(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX512(_mm512_loadu_ps, float, SAME)
+}
+
+AVX512 static float dot_f16_avx512(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX512(load_f16x16, uint16_t, lv_f16_to_f32)
+}
+
+AVX512 static float dot_bf16_avx512(const float *x, const void *w, int64_t k)
+{
+    DOT_AVX512(load_bf16x16, uint16_t, lv_bf16_to_f32)
+}
+#endif /* LV_X86 */
+
+/* --- the table and the choice ------------------------------------------------------------ */
+
+static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
+    [CPU_SIMD_GENERIC] = { .name = "generic",
+                           .dot = { [LV_F32] = dot_f32_generic, [LV_F16] = dot_f16_generic,
+                                    [LV_BF16] = dot_bf16_generic } },
+#ifdef LV_X86
+    [CPU_SIMD_AVX2] = { .name = "avx2",
+                        .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
+                                 [LV_BF16] = dot_bf16_avx2 } },
+    [CPU_SIMD_AVX512] = { .name = "avx512",
+                          .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
+                                   [LV_BF16] = dot_bf16_avx512 } },
+#endif
+};
+
+bool cpu_simd_supported(enum cpu_simd_level l)
+{
+    switch (l) {
+    case CPU_SIMD_GENERIC: return true;
+#ifdef LV_X86
+    case CPU_SIMD_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case CPU_SIMD_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f");
+#endif
+    default: return false;
+    }
+}
+
+const struct cpu_simd *cpu_simd_get(enum cpu_simd_level l)
+{
+    return (unsigned)l < CPU_SIMD_COUNT && cpu_simd_supported(l) ? &simd_table[l] : NULL;
+}
+
+static const struct cpu_simd *chosen;
+static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
+
+static void choose(void)
+{
+    const char *env = getenv("LAVINIA_SIMD");
+    int best = CPU_SIMD_GENERIC;
+    for (int l = CPU_SIMD_COUNT - 1; l > CPU_SIMD_GENERIC; l--)
+        if (cpu_simd_supported((enum cpu_simd_level)l)) {
+            best = l;
+            break;
+        }
+    if (env && *env) {
+        int want = -1;
+        for (int l = 0; l < CPU_SIMD_COUNT; l++)
+            if (strcmp(env, simd_table[l].name ? simd_table[l].name : "") == 0)
+                want = l;
+        if (want < 0 || !cpu_simd_supported((enum cpu_simd_level)want))
+            lv_log(LV_LOG_WARN, "LAVINIA_SIMD=%s: not a path this CPU runs (generic, avx2, "
+                   "avx512); using %s", env, simd_table[best].name);
+        else
+            best = want;
+    }
+    chosen = &simd_table[best];
+}
+
+const struct cpu_simd *cpu_simd(void)
+{
+    pthread_once(&chosen_once, choose);
+    return chosen;
+}
