@@ -47,6 +47,7 @@ struct lv_llama {
     lv_tensor **tensors;                   /* every weight header, for freeing */
     void **copies;                         /* weights copied for alignment */
     int n_tensors, n_copies;
+    bool widened;                          /* ggml block weights were widened at load */
 };
 
 /* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:

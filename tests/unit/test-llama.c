@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "io/checkpoint.h"
+#include "io/gguf.h"
 #include "lavinia/error.h"
 #include "lavinia/ops.h"
 #include "model/generate.h"
@@ -255,6 +256,123 @@ static void stories(const char *conf)
     free(other);
 }
 
+/* stories260K's GGUF with every matrix whose rows are whole Q8_0 blocks quantised (q8 set),
+ * or the same with those matrices dequantised back to F32 (q8 clear) */
+static bool write_q8(const char *src, const char *dst, bool q8)
+{
+    lv_gguf_file g;
+    if (lv_gguf_open(&g, src) != LV_OK)
+        return false;
+    lv_gguf_writer *w = lv_gguf_writer_new();
+    for (uint64_t i = 0; i < g.n_kv; i++)
+        lv_gguf_writer_add_kv(w, &g.kv[i]);
+    void **bufs = calloc(g.n_tensors, sizeof *bufs);
+    for (uint64_t i = 0; i < g.n_tensors; i++) {
+        const lv_gguf_tensor *t = &g.tensors[i];
+        bool quant = t->n_dims == 2 && t->ne[0] % 32 == 0 && t->type == LV_GGML_TYPE_F32;
+        if (!quant) {
+            lv_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->shape, t->data,
+                                      t->nbytes);
+            continue;
+        }
+        float *f = malloc((size_t)t->nbytes);
+        memcpy(f, t->data, (size_t)t->nbytes);
+        uint64_t qb = lv_ggml_nbytes(LV_GGML_TYPE_Q8_0, t->nelem);
+        void *q = malloc((size_t)qb);
+        lv_gguf_quantize_q8_0(f, q, t->nelem);
+        if (q8) {
+            bufs[i] = q;
+            free(f);
+            lv_gguf_writer_add_tensor(w, t->name, LV_GGML_TYPE_Q8_0, 2, t->shape, q, qb);
+        } else {
+            lv_gguf_dequantize(LV_GGML_TYPE_Q8_0, q, f, t->nelem);
+            free(q);
+            bufs[i] = f;
+            lv_gguf_writer_add_tensor(w, t->name, LV_GGML_TYPE_F32, 2, t->shape, f, t->nbytes);
+        }
+    }
+    bool ok = lv_gguf_writer_write(w, dst) == LV_OK;
+    lv_gguf_writer_free(w);
+    for (uint64_t i = 0; i < g.n_tensors; i++)
+        free(bufs[i]);
+    free(bufs);
+    lv_gguf_close(&g);
+    return ok;
+}
+
+static void quantised(const char *conf)
+{
+    char model[1200], f32[400], q8[400], deq[400];
+    snprintf(model, sizeof model, "%s/stories260K.bin", conf);
+    if (access(model, R_OK) != 0)
+        return;
+    snprintf(f32, sizeof f32, "%s/f32.gguf", tmpdir);
+    snprintf(q8, sizeof q8, "%s/q8.gguf", tmpdir);
+    snprintf(deq, sizeof deq, "%s/deq.gguf", tmpdir);
+    struct lv_checkpoint ck;
+    if (lv_checkpoint_open(&ck, model, NULL, NULL) != LV_OK)
+        return;
+    lv_checkpoint_write_gguf(&ck, f32);
+    lv_checkpoint_close(&ck);
+    if (!tu_assert(write_q8(f32, q8, true) && write_q8(f32, deq, false), "Q8_0 GGUF written"))
+        return;
+    const char *paths[3] = { f32, deq, q8 };
+    float *lg[3] = { 0 };
+    int32_t seq[64] = { 1 };
+    for (int i = 1; i < 64; i++)
+        seq[i] = (int32_t)((i * 37) % 500 + 3);
+    int64_t V = 512, T = 64;
+    for (int i = 0; i < 3; i++) {
+        lv_llama *m;
+        if (!open_model(paths[i], &ck, &m, 0))
+            continue;
+        lg[i] = malloc((size_t)(T * V) * sizeof(float));
+        if (lv_llama_forward(m, seq, T, lg[i], true) != LV_OK)
+            memset(lg[i], 0, (size_t)(T * V) * sizeof(float));
+        lv_llama_free(m);
+        lv_checkpoint_close(&ck);
+    }
+    if (lg[0] && lg[1] && lg[2]) {
+        /* widening to F16 rounds the dequantised values once more */
+        double e = rel_err_f(lg[2], lg[1], T * V);
+        tu_assert(e <= 1e-2, "Q8_0 widened to F16 at load: logits within %.1e of the "
+                  "dequantised F32 model (1e-2: F16 keeps 11 bits)", e);
+        int same = 0;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t ia = 0, ib = 0;
+            for (int64_t i = 1; i < V; i++) {
+                ia = lg[1][t * V + i] > lg[1][t * V + ia] ? i : ia;
+                ib = lg[2][t * V + i] > lg[2][t * V + ib] ? i : ib;
+            }
+            same += ia == ib;
+        }
+        tu_assert(same >= T - 2, "widened and dequantised F32 agree on the top id at %d of "
+                  "%lld positions", same, (long long)T);
+        for (int which = 1; which <= 2; which++) {
+        int agree = 0;
+        double kl = 0.0, p[512], q[512];
+        for (int64_t t = 0; t < T; t++) {
+            const float *a = lg[0] + t * V, *b = lg[which] + t * V;
+            int64_t ia = 0, ib = 0;
+            for (int64_t i = 1; i < V; i++) {
+                ia = a[i] > a[ia] ? i : ia;
+                ib = b[i] > b[ib] ? i : ib;
+            }
+            agree += ia == ib;
+            softmax64(a, p, V);
+            softmax64(b, q, V);
+            for (int64_t i = 0; i < V; i++)
+                kl += p[i] * (log(p[i]) - log(q[i]));
+        }
+        printf("# stories260K %s vs F32: teacher-forced top-1 agreement %d/%lld, mean KL "
+               "%.3e nats\n", which == 1 ? "Q8_0 dequantised to F32" : "Q8_0 widened to F16",
+               agree, (long long)T, kl / (double)T);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        free(lg[i]);
+}
+
 /* ----------------------------------------------------------------------------------------
  * 3. the sampler
  */
@@ -406,6 +524,7 @@ int main(int argc, char **argv)
         return 99;
     reference();
     stories(conf);
+    quantised(conf);
     sampler(conf);
     context();
     char cmd[400];
