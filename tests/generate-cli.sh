@@ -119,6 +119,24 @@ else
     bad "--stop '$stop': got '$cut', want '$prefix' (of '$full')"
 fi
 
+# an image: the small random LLaVA of tests/reference/gen_llava.py, its image token 95
+lv="$src/tests/reference/llava-tiny"
+"$bin" generate -m "$lv" --image "$src/tests/reference/images/photo.jpg" \
+    --prompt-ids "1 17 33 95 40 52 8" --print-ids -n 4 --temp 0 --dump pixels="$tmp/px.npy" \
+    --dump image_tokens="$tmp/it.npy" --dump logits="$tmp/lg.npy" > "$tmp/o" 2> "$tmp/e"
+rc=$?
+check "--image: 4 ids after a prompt with the image spliced in" "$rc $(wc -w < "$tmp/o")" "0 4"
+grep -q "^prompt: 10 tokens" "$tmp/e" && ok "--image: 7 ids + 3 more for the image = 10 positions" ||
+    bad "--image positions: $(cat "$tmp/e")"
+for f in "px.npy:(3, 28, 28)" "it.npy:(4, 48)" "lg.npy:(13, 96)"; do
+    grep -a -q "'shape': ${f#*:}" "$tmp/${f%%:*}" && ok "--dump ${f%%:*}: shape ${f#*:}" ||
+        bad "--dump ${f%%:*}: shape"
+done
+refused "an image place without an image" "image" \
+    "$bin" generate -m "$lv" --prompt-ids "1 95 95" --print-ids --image "$src/tests/reference/images/tiny.png"
+refused "a text file as the image" "not an image" \
+    "$bin" generate -m "$lv" --prompt-ids "1 95" --print-ids --image "$d/tokenizer.json"
+
 # bench: a random model, a small bandwidth buffer
 "$bin" bench --random 64,128,2,4,2,256 --dtype f16 --prompt 8 --gen 4 --bw-size 16 > "$tmp/o" 2> "$tmp/e"
 grep -q "^decode bandwidth use: " "$tmp/o" && grep -q "^time to first token: " "$tmp/o" &&

@@ -19,17 +19,21 @@
 #include "io/checkpoint.h"
 #include "io/fileutil.h"
 #include "lavinia/error.h"
+#include "image/image.h"
+#include "model/clip.h"
 #include "model/generate.h"
 #include "model/llama.h"
 #include "model/sampler.h"
 #include "model/template.h"
+#include "model/vlm.h"
 #include "text/tokenizer.h"
+#include "util/buf.h"
 
 #define MAX_STOP 16
 
 /* what generate and chat share */
 struct run {
-    const char *model, *tok_file, *system, *template_name;
+    const char *model, *tok_file, *system, *template_name, *mmproj;
     struct lv_sampler_params sp;
     int64_t n_predict, n_ctx;
     bool ignore_eos;
@@ -46,7 +50,8 @@ struct run {
 enum {
     OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT, OPT_REPEAT_N, OPT_FREQ,
     OPT_PRESENCE, OPT_SEED, OPT_IGNORE_EOS, OPT_STOP, OPT_CTX, OPT_SYSTEM, OPT_TEMPLATE,
-    OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE,
+    OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE, OPT_IMAGE,
+    OPT_MMPROJ,
 };
 
 #define COMMON_OPTIONS \
@@ -68,6 +73,7 @@ enum {
     { "system", required_argument, NULL, OPT_SYSTEM }, \
     { "template", required_argument, NULL, OPT_TEMPLATE }, \
     { "threads", required_argument, NULL, OPT_THREADS }, \
+    { "mmproj", required_argument, NULL, OPT_MMPROJ }, \
     { "help", no_argument, NULL, 'h' }
 
 static int num(const char *opt, const char *s, double lo, double hi, double *out)
@@ -123,6 +129,7 @@ static int common_option(struct run *r, int c)
         return 0;
     case OPT_CTX: bad = num("ctx", optarg, 1, 1 << 24, &v); r->n_ctx = (int64_t)v; break;
     case OPT_SYSTEM: r->system = optarg; return 0;
+    case OPT_MMPROJ: r->mmproj = optarg; return 0;
     case OPT_TEMPLATE: r->template_name = optarg; return 0;
     case OPT_THREADS:
         bad = num("threads", optarg, 1, 1024, &v);
@@ -144,7 +151,7 @@ static void run_done(struct run *r)
 /* the model, and the tokenizer unless ids in and out need none */
 static int run_open(struct run *r, bool need_tok)
 {
-    if (lv_checkpoint_open(&r->ck, r->model, NULL, NULL) != LV_OK)
+    if (lv_checkpoint_open(&r->ck, r->model, r->mmproj, NULL) != LV_OK)
         return LV_ERR;
     if (lv_llama_load(&r->m, &r->ck, r->n_ctx) != LV_OK)
         return LV_ERR;
@@ -210,15 +217,21 @@ static int32_t eot_of(const struct run *r)
     return lv_tok_find(r->tok, r->tmpl->end_of_turn, strlen(r->tmpl->end_of_turn));
 }
 
-/* a NumPy .npy file of rows x cols float32 */
-static int write_npy(const char *path, const float *x, int64_t rows, int64_t cols)
+/* a NumPy .npy file of float32 with the given shape (1 to 3 dims) */
+static int write_npy_shape(const char *path, const float *x, int nd, const int64_t *shape)
 {
-    char header[128];
+    char header[160], dims[96];
+    int64_t total = 1;
+    size_t k = 0;
+    for (int d = 0; d < nd; d++) {
+        k += (size_t)snprintf(dims + k, sizeof dims - k, nd == 1 ? "%lld," : d ? ", %lld" : "%lld",
+                              (long long)shape[d]);
+        total *= shape[d];
+    }
     int hn = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, "
-                      "'shape': (%lld, %lld), }", (long long)rows, (long long)cols);
-    size_t pre = 10, total = pre + (size_t)hn + 1;
-    size_t pad = (64 - total % 64) % 64, hlen = (size_t)hn + pad + 1;
-    size_t nbytes = (size_t)(rows * cols) * sizeof(float);
+                      "'shape': (%s), }", dims);
+    size_t pre = 10, pad = (64 - (pre + (size_t)hn + 1) % 64) % 64, hlen = (size_t)hn + pad + 1;
+    size_t nbytes = (size_t)total * sizeof(float);
     unsigned char *buf = malloc(pre + hlen + nbytes);
     if (!buf)
         return lv_error_status(LV_ENOMEM, "%s: out of memory", path);
@@ -234,6 +247,85 @@ static int write_npy(const char *path, const float *x, int64_t rows, int64_t col
     return rc;
 }
 
+static int write_npy(const char *path, const float *x, int64_t rows, int64_t cols)
+{
+    return write_npy_shape(path, x, 2, (int64_t[]){ rows, cols });
+}
+
+static int write_npy3(const char *path, const float *x, int64_t a, int64_t b, int64_t c)
+{
+    return write_npy_shape(path, x, 3, (int64_t[]){ a, b, c });
+}
+
+/* --dump NAME=FILE: what generate can write */
+enum { DUMP_LOGITS, DUMP_PIXELS, DUMP_FEATURES, DUMP_TOKENS, DUMP_COUNT };
+static const char *const dump_names[DUMP_COUNT] = { "logits", "pixels", "image_features",
+                                                    "image_tokens" };
+
+/* the prompt's ids; with an image, a marker where it goes: the tokenizer's image token, or
+ * (a vocabulary without one, as llama.cpp's) -1 between the text's pieces around "<image>" */
+static int prompt_ids_of(struct run *r, const char *text, int flags, bool image,
+                         int32_t *marker, lv_tok_ids *out)
+{
+    *marker = r->tok ? lv_tok_image(r->tok) : r->m->c.image_token_id;
+    if (!image || *marker >= 0)
+        return lv_tok_encode(r->tok, text, strlen(text), flags, out);
+    *marker = -1;
+    const char *at = strstr(text, "<image>");
+    int rc = lv_tok_encode(r->tok, text, (size_t)(at - text), flags, out);
+    if (rc == LV_OK)
+        rc = lv_tok_ids_push(out, -1);
+    if (rc == LV_OK)
+        rc = lv_tok_encode(r->tok, at + 7, strlen(at + 7), flags & ~LV_TOK_BOS, out);
+    return rc;
+}
+
+/* the image through the tower and projector: tokens (n x text dim), and the dumps asked */
+static int encode_image(struct run *r, const char *file, const char *const *dump, float **tokens,
+                        int64_t *n_img)
+{
+    lv_clip *v = NULL;
+    struct lv_image img = { 0 };
+    struct lv_clip_preprocess pp;
+    float *px = NULL, *feats = NULL;
+    int rc = lv_clip_load(&v, &r->ck);
+    lv_clip_preprocess_default(&pp);
+    if (rc == LV_OK) {
+        char path[4200];
+        pp.size = pp.crop = (int)v->c.vision.image_size;
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", r->model);
+        if (r->ck.format == LV_CKPT_HF_DIR)
+            rc = lv_clip_preprocess_load(&pp, path);
+        if (rc == LV_OK && pp.crop != v->c.vision.image_size)
+            rc = lv_error("%s: crop size %d differs from the tower's image size %lld", path,
+                          pp.crop, (long long)v->c.vision.image_size);
+    }
+    if (rc == LV_OK)
+        rc = lv_image_load(&img, file, 0);
+    int64_t S = pp.crop, n = rc == LV_OK ? lv_clip_n_tokens(v) : 0;
+    if (rc == LV_OK) {
+        px = malloc((size_t)(3 * S * S) * sizeof *px);
+        feats = malloc((size_t)(n * v->c.vision.dim) * sizeof *feats);
+        *tokens = malloc((size_t)(n * r->m->c.dim) * sizeof **tokens);
+        if (!px || !feats || !*tokens)
+            rc = lv_error_status(LV_ENOMEM, "out of memory for the image");
+    }
+    if (rc == LV_OK && (rc = lv_clip_preprocess(&pp, &img, px)) == LV_OK)
+        rc = lv_clip_encode(v, px, *tokens, feats);
+    if (rc == LV_OK && dump[DUMP_PIXELS])
+        rc = write_npy3(dump[DUMP_PIXELS], px, 3, S, S);
+    if (rc == LV_OK && dump[DUMP_FEATURES])
+        rc = write_npy(dump[DUMP_FEATURES], feats, n, v->c.vision.dim);
+    if (rc == LV_OK && dump[DUMP_TOKENS])
+        rc = write_npy(dump[DUMP_TOKENS], *tokens, n, r->m->c.dim);
+    *n_img = n;
+    free(px);
+    free(feats);
+    lv_image_free(&img);
+    lv_clip_free(v);
+    return rc;
+}
+
 static int generate_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -244,10 +336,11 @@ static int generate_run(int argc, char **argv)
         { "print-ids", no_argument, NULL, OPT_PRINT_IDS },
         { "dump", required_argument, NULL, OPT_DUMP },
         { "truncate", no_argument, NULL, OPT_TRUNCATE },
+        { "image", required_argument, NULL, OPT_IMAGE },
         { NULL, 0, NULL, 0 },
     };
     struct run r = { .n_predict = 128 };
-    const char *prompt = NULL, *prompt_ids = NULL, *dump_logits = NULL;
+    const char *prompt = NULL, *prompt_ids = NULL, *dump[DUMP_COUNT] = { 0 }, *image = NULL;
     bool chat = false, truncate = false;
     int c, u;
     lv_sampler_params_default(&r.sp);
@@ -262,14 +355,22 @@ static int generate_run(int argc, char **argv)
         case OPT_CHAT: chat = true; break;
         case OPT_PRINT_IDS: r.print_ids = true; break;
         case OPT_TRUNCATE: truncate = true; break;
-        case OPT_DUMP:
-            if (strncmp(optarg, "logits=", 7) != 0 || !optarg[7]) {
-                fprintf(stderr, "lavinia: --dump %s: want NAME=FILE.npy (names: logits)\n",
-                        optarg);
+        case OPT_IMAGE: image = optarg; break;
+        case OPT_DUMP: {
+            const char *eq = strchr(optarg, '=');
+            int k = DUMP_COUNT;
+            for (int i = 0; eq && eq[1] && i < DUMP_COUNT; i++)
+                if (strlen(dump_names[i]) == (size_t)(eq - optarg) &&
+                    strncmp(optarg, dump_names[i], (size_t)(eq - optarg)) == 0)
+                    k = i;
+            if (k == DUMP_COUNT) {
+                fprintf(stderr, "lavinia: --dump %s: want NAME=FILE.npy (names: logits, pixels, "
+                        "image_features, image_tokens)\n", optarg);
                 return 2;
             }
-            dump_logits = optarg + 7;
+            dump[k] = eq + 1;
             break;
+        }
         case 'h':
             printf("Usage: lavinia %s\n%s\n", lv_cli_generate_entry.usage,
                    lv_cli_generate_entry.help);
@@ -279,8 +380,9 @@ static int generate_run(int argc, char **argv)
     }
     if (!r.model || optind != argc || (!prompt == !prompt_ids) || (chat && !prompt))
         return lv_cli_usage(&lv_cli_generate_entry);
-    int32_t *ids = NULL;
-    int64_t n_ids = 0;
+    int32_t *ids = NULL, marker = -1;
+    int64_t n_ids = 0, n_img = 0, n_feed = 0;
+    float *img_tokens = NULL, *embd = NULL;
     lv_tok_ids parsed = { 0 };
     int rc = prompt_ids ? lv_cli_parse_ids(prompt_ids, &parsed, "--prompt-ids") : LV_OK;
     if (rc == LV_OK && prompt_ids && parsed.n == 0)
@@ -291,36 +393,47 @@ static int generate_run(int argc, char **argv)
         rc = run_open(&r, !(prompt_ids && r.print_ids));
     if (rc == LV_OK && chat)
         rc = run_template(&r);
+    if (rc == LV_OK && image)
+        rc = encode_image(&r, image, dump, &img_tokens, &n_img);
     if (rc == LV_OK && prompt) {
         lv_tok_ids t = { 0 };
-        char *text = chat ? lv_template_user_turn(r.tmpl, r.system, prompt, true, false)
-                          : NULL;
-        rc = chat ? (text ? lv_tok_encode(r.tok, text, strlen(text), LV_TOK_PARSE_SPECIAL, &t)
-                          : lv_error_status(LV_ENOMEM, "out of memory"))
-                  : lv_tok_encode(r.tok, prompt, strlen(prompt), LV_TOK_BOS, &t);
+        char *text = chat ? lv_template_user_turn(r.tmpl, r.system, prompt, true, image != NULL)
+                   : image && !strstr(prompt, "<image>") ? lv_strdupf("<image>\n%s", prompt)
+                                                         : strdup(prompt);
+        rc = text ? prompt_ids_of(&r, text, chat ? LV_TOK_PARSE_SPECIAL : LV_TOK_BOS,
+                                  image != NULL, &marker, &t)
+                  : lv_error_status(LV_ENOMEM, "out of memory");
         free(text);
         ids = t.v;
         n_ids = (int64_t)t.n;
         if (rc == LV_OK && n_ids == 0)
             rc = lv_error("the prompt is empty");
+    } else if (rc == LV_OK && image) {
+        marker = r.tok ? lv_tok_image(r.tok) : r.m->c.image_token_id;
+        if (marker < 0)
+            rc = lv_error("%s: no image token id to mark the image in --prompt-ids", r.model);
     }
     for (int64_t i = 0; rc == LV_OK && i < n_ids; i++)
-        if (ids[i] >= lv_llama_vocab(r.m))
+        if (ids[i] >= lv_llama_vocab(r.m) || (ids[i] < 0 && !image))
             rc = lv_error("prompt id %d is outside the vocabulary (0..%lld)", ids[i],
                           (long long)lv_llama_vocab(r.m) - 1);
+    if (rc == LV_OK && image)
+        rc = lv_vlm_splice(r.m, ids, n_ids, marker, img_tokens, 1, n_img, &embd, &n_feed);
+    else
+        n_feed = n_ids;
     int64_t n_ctx = r.m ? r.m->n_ctx : 0;
-    if (rc == LV_OK && n_ids > n_ctx) {
-        if (!truncate) {
-            rc = lv_error("the prompt has %lld tokens, more than the context of %lld "
-                          "(--ctx N for more, or --truncate to keep its end)",
-                          (long long)n_ids, (long long)n_ctx);
+    if (rc == LV_OK && n_feed > n_ctx) {
+        if (!truncate || image) {
+            rc = lv_error("the prompt has %lld positions, more than the context of %lld "
+                          "(--ctx N for more%s)", (long long)n_feed, (long long)n_ctx,
+                          image ? "" : ", or --truncate to keep its end");
         } else {
             int64_t keep = n_ctx - (r.n_predict > 0 && r.n_predict < n_ctx / 2 ? r.n_predict
                                                                               : n_ctx / 2);
             fprintf(stderr, "lavinia: warning: the prompt has %lld tokens; keeping the last "
                     "%lld\n", (long long)n_ids, (long long)keep);
             memmove(ids, ids + (n_ids - keep), (size_t)keep * sizeof *ids);
-            n_ids = keep;
+            n_ids = n_feed = keep;
         }
     }
     lv_sampler s = { 0 };
@@ -329,14 +442,15 @@ static int generate_run(int argc, char **argv)
         rc = lv_sampler_init(&s, &r.sp, lv_llama_vocab(r.m),
                              r.tok ? lv_tok_n_vocab(r.tok) : lv_llama_vocab(r.m));
     int64_t budget = r.n_predict > 0 && r.n_predict < n_ctx ? r.n_predict : n_ctx;
-    if (rc == LV_OK && dump_logits &&
-        !(rows = malloc((size_t)(n_ids + budget) * (size_t)lv_llama_vocab(r.m) * sizeof *rows)))
+    if (rc == LV_OK && dump[DUMP_LOGITS] &&
+        !(rows = malloc((size_t)(n_feed + budget) * (size_t)lv_llama_vocab(r.m) * sizeof *rows)))
         rc = lv_error_status(LV_ENOMEM, "out of memory for --dump logits");
     struct lv_gen_stats st = { 0 };
     if (rc == LV_OK) {
         struct lv_gen_opts o = { .n_predict = r.n_predict, .ignore_eos = r.ignore_eos,
                                  .eot_id = eot_of(&r), .stop = r.stop, .n_stop = r.n_stop,
-                                 .logits_rows = rows };
+                                 .logits_rows = rows, .prompt_embd = embd,
+                                 .n_prompt_embd = n_feed };
         rc = lv_generate(r.m, r.tok, &s, ids, n_ids, &o, print_text, &r, &st);
         if (rc == LV_OK) {
             printf("\n");
@@ -344,9 +458,11 @@ static int generate_run(int argc, char **argv)
         }
     }
     if (rc == LV_OK && rows)
-        rc = write_npy(dump_logits, rows, st.n_rows, lv_llama_vocab(r.m));
+        rc = write_npy(dump[DUMP_LOGITS], rows, st.n_rows, lv_llama_vocab(r.m));
     free(rows);
     free(ids);
+    free(embd);
+    free(img_tokens);
     lv_sampler_done(&s);
     run_done(&r);
     return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
@@ -424,13 +540,14 @@ static int chat_run(int argc, char **argv)
 #define SAMPLING_USAGE \
     "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
     "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
-    "[--ctx N] [--threads N]"
+    "[--ctx N] [--threads N] [--mmproj FILE]"
 
 const struct lv_cli_entry lv_cli_generate_entry = {
     .name  = "generate",
-    .usage = "generate -m MODEL [-t TOKENIZER] (-p TEXT | --prompt-ids \"1 2 3\") [--chat] "
-             "[--system TEXT] [--template NAME] [--print-ids] [--dump logits=FILE.npy] "
-             "[--truncate] " SAMPLING_USAGE,
+    .usage = "generate -m MODEL [-t TOKENIZER] (-p TEXT | --prompt-ids \"1 2 3\") "
+             "[--image FILE] [--chat] [--system TEXT] [--template NAME] [--print-ids] "
+             "[--dump logits|pixels|image_features|image_tokens=FILE.npy] [--truncate] "
+             SAMPLING_USAGE,
     .help  = "Continue a prompt (--chat: answer it as a chat turn), streaming the text.",
     .run   = generate_run,
 };

@@ -13,9 +13,11 @@
 
 #include "image/image.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>
@@ -170,6 +172,62 @@ void lv_clip_preprocess_default(struct lv_clip_preprocess *p)
         .mean = { 0.48145466f, 0.4578275f, 0.40821073f },
         .std = { 0.26862954f, 0.26130258f, 0.27577711f },
     };
+}
+
+/* an int, or an object holding one of the keys */
+static int json_size(const json_t *v, const char *k1, const char *k2, int *out)
+{
+    if (json_is_object(v)) {
+        const json_t *a = json_object_get(v, k1);
+        v = a ? a : json_object_get(v, k2);
+    }
+    if (!v)
+        return LV_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 8192)
+        return LV_ERR;
+    *out = (int)json_integer_value(v);
+    return LV_OK;
+}
+
+int lv_clip_preprocess_load(struct lv_clip_preprocess *p, const char *path)
+{
+    char *text;
+    size_t n;
+    if (access(path, F_OK) != 0)
+        return LV_OK;
+    int rc = lv_read_file(path, (size_t)1 << 20, &text, &n);
+    if (rc)
+        return rc;
+    json_error_t err;
+    json_t *root = json_loadb(text, n, 0, &err);
+    free(text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return lv_error("%s: not a JSON object", path);
+    }
+    static const char *const keys[2] = { "image_mean", "image_std" };
+    float *dst[2] = { p->mean, p->std };
+    for (int k = 0; rc == LV_OK && k < 2; k++) {
+        const json_t *a = json_object_get(root, keys[k]);
+        if (!a)
+            continue;
+        if (!json_is_array(a) || json_array_size(a) != 3)
+            rc = lv_error("%s: '%s' is not a list of 3 numbers", path, keys[k]);
+        for (size_t i = 0; rc == LV_OK && i < 3; i++) {
+            const json_t *x = json_array_get(a, i);
+            double d = json_number_value(x);
+            if (!json_is_number(x) || !(d > -10.0 && d < 10.0) || (k == 1 && !(d > 0.0)))
+                rc = lv_error("%s: '%s' has a value out of range", path, keys[k]);
+            dst[k][i] = (float)d;
+        }
+    }
+    if (rc == LV_OK && (json_size(json_object_get(root, "size"), "shortest_edge", "height",
+                                  &p->size) ||
+                        json_size(json_object_get(root, "crop_size"), "height", "shortest_edge",
+                                  &p->crop)))
+        rc = lv_error("%s: 'size' or 'crop_size' is not a size from 1 to 8192", path);
+    json_decref(root);
+    return rc;
 }
 
 /* LLaVA's expand2square: the image centred on a square of the mean colour */

@@ -66,16 +66,20 @@ int lv_generate(lv_llama *m, const lv_tokenizer *tok, lv_sampler *s, const int32
     if (tok)
         lv_tok_stream_init(&ts, tok);
     for (int64_t i = 0; rc == LV_OK && i < n_prompt; i++)
-        rc = lv_sampler_accept(s, prompt[i]);
+        if (!o->prompt_embd || (prompt[i] >= 0 && prompt[i] < V))
+            rc = lv_sampler_accept(s, prompt[i]);
+    int64_t n_feed = o->prompt_embd ? o->n_prompt_embd : n_prompt;
+    float *first = o->logits_rows ? o->logits_rows : row;
     double t0 = lv_now();
     if (rc == LV_OK)
-        rc = lv_llama_forward(m, prompt, n_prompt, o->logits_rows ? o->logits_rows : row,
-                              o->logits_rows != NULL);
+        rc = o->prompt_embd ? lv_llama_forward_embd(m, o->prompt_embd, n_feed, first,
+                                                    o->logits_rows != NULL)
+                            : lv_llama_forward(m, prompt, n_feed, first, o->logits_rows != NULL);
     double t1 = lv_now();
-    st->n_prompt = rc == LV_OK ? n_prompt : 0;
+    st->n_prompt = rc == LV_OK ? n_feed : 0;
     st->prompt_s = t1 - t0;
-    st->n_rows = rc == LV_OK && o->logits_rows ? n_prompt : 0;
-    const float *last = o->logits_rows ? o->logits_rows + (size_t)(n_prompt - 1) * (size_t)V
+    st->n_rows = rc == LV_OK && o->logits_rows ? n_feed : 0;
+    const float *last = o->logits_rows ? o->logits_rows + (size_t)(n_feed - 1) * (size_t)V
                                        : row;
     int32_t eos = tok ? lv_tok_eos(tok) : (int32_t)m->c.eos_id;
     bool stop = false;

@@ -28,6 +28,10 @@ struct lv_gen_opts {
     int n_stop;
     float *logits_rows;           /* NULL, or room for (n_prompt + n_predict) x V floats: the
                                      raw logits of every position fed */
+    const float *prompt_embd;     /* NULL, or the prompt as n_prompt_embd x C embeddings (image
+                                     tokens spliced in): fed instead of the ids, which then
+                                     only count for the penalties (negative ids skipped) */
+    int64_t n_prompt_embd;
 };
 
 struct lv_gen_stats {

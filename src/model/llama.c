@@ -20,125 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/gguf.h"
 #include "lavinia/error.h"
 
 /* ----------------------------------------------------------------------------------------
  * loading
  */
-
-static int keep(lv_llama *m, lv_tensor *t, void *copy)
-{
-    void *p = realloc(m->tensors, (size_t)(m->n_tensors + 1) * sizeof *m->tensors);
-    if (!p)
-        return LV_ENOMEM;
-    m->tensors = p;
-    m->tensors[m->n_tensors++] = t;
-    if (copy) {
-        p = realloc(m->copies, (size_t)(m->n_copies + 1) * sizeof *m->copies);
-        if (!p)
-            return LV_ENOMEM;
-        m->copies = p;
-        m->copies[m->n_copies++] = copy;
-    }
-    return LV_OK;
-}
-
-/* ggml block weights, widened at load to F16 (BF16 for a tensor whose values leave F16's
- * range): until the engine has block types of its own, a quantised GGUF runs as a 16-bit
- * model. F16 keeps 11 significant bits, below the quantisation's own error. */
-static int widen(lv_llama *m, const struct lv_checkpoint *ck, const struct lv_ckpt_tensor *t,
-                 void **out, lv_dtype *dt)
-{
-    int64_t cols = t->shape[t->ndim - 1], rows = 1;
-    for (int d = 0; d < t->ndim - 1; d++)
-        rows *= t->shape[d];
-    uint32_t type = t->type == LV_CKPT_Q8_0   ? LV_GGML_TYPE_Q8_0
-                    : t->type == LV_CKPT_Q4_0 ? LV_GGML_TYPE_Q4_0
-                    : t->type == LV_CKPT_Q4_K ? LV_GGML_TYPE_Q4_K
-                    : t->type == LV_CKPT_Q5_K ? LV_GGML_TYPE_Q5_K
-                                              : LV_GGML_TYPE_Q6_K;
-    uint64_t row_bytes = t->nbytes / (uint64_t)rows;
-    uint16_t *w = malloc((size_t)(rows * cols) * 2);
-    float *row = malloc((size_t)cols * sizeof *row);
-    int rc = w && row ? LV_OK : lv_error_status(LV_ENOMEM, "%s: out of memory widening '%s'",
-                                               ck->path, t->file_name);
-    *dt = LV_F16;
-    for (int pass = 0; rc == LV_OK && pass < 2; pass++) {
-        bool fits = true;
-        for (int64_t r = 0; rc == LV_OK && r < rows && fits; r++) {
-            rc = lv_gguf_dequantize(type, (const uint8_t *)t->data + (uint64_t)r * row_bytes,
-                                    row, cols);
-            for (int64_t i = 0; *dt == LV_F16 && i < cols; i++)
-                fits = fits && fabsf(row[i]) <= 65504.0f;
-            if (fits)
-                lv_convert_row(w + r * cols, *dt, row, LV_F32, cols);
-        }
-        if (fits)
-            break;
-        *dt = LV_BF16;          /* a value past F16's range: the whole tensor in BF16 */
-    }
-    free(row);
-    if (rc != LV_OK) {
-        free(w);
-        return rc;
-    }
-    if (!m->widened)
-        fprintf(stderr, "lavinia: note: %s: ggml block weights (%s) are widened to 16 bits at "
-                "load; native quantised kernels come with the performance work\n", ck->path,
-                t->type_name);
-    m->widened = true;
-    *out = w;
-    return LV_OK;
-}
-
-/* a checkpoint tensor as an lv_tensor: wrapped where it lies when aligned, else copied */
-static int weight(lv_llama *m, const struct lv_checkpoint *ck, const char *name,
-                  lv_tensor **out)
-{
-    const struct lv_ckpt_tensor *t = lv_checkpoint_find(ck, name);
-    if (!t)
-        return lv_error("%s: no tensor '%s'", ck->path, name);
-    lv_dtype dt;
-    void *data = (void *)t->data, *copy = NULL;
-    switch (t->type) {
-    case LV_CKPT_F32: dt = LV_F32; break;
-    case LV_CKPT_F16: dt = LV_F16; break;
-    case LV_CKPT_BF16: dt = LV_BF16; break;
-    case LV_CKPT_Q8_0:
-    case LV_CKPT_Q4_0:
-    case LV_CKPT_Q4_K:
-    case LV_CKPT_Q5_K:
-    case LV_CKPT_Q6_K: {
-        int rc = widen(m, ck, t, &copy, &dt);
-        if (rc)
-            return rc;
-        data = copy;
-        break;
-    }
-    default:
-        return lv_error("%s: tensor '%s' is %s; the decoder runs F32, F16 and BF16 weights "
-                        "and widens Q8_0, Q4_0, Q4_K, Q5_K and Q6_K", ck->path, t->file_name,
-                        t->type_name);
-    }
-    if (!copy && (uintptr_t)data % lv_dtype_size(dt) != 0) {
-        copy = malloc((size_t)t->nbytes);
-        if (!copy)
-            return lv_error_status(LV_ENOMEM, "%s: out of memory for '%s'", ck->path, name);
-        memcpy(copy, t->data, (size_t)t->nbytes);
-        data = copy;
-    }
-    lv_tensor *w = lv_tensor_wrap(data, dt, t->ndim, t->shape);
-    if (!w || keep(m, w, copy) != LV_OK) {
-        lv_tensor_free(w);
-        free(copy);
-        return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
-    }
-    lv_tensor_set_name(w, name);
-    lv_tensor_set_frozen(w);
-    *out = w;
-    return LV_OK;
-}
 
 /* the struct, its graph and the per-layer arrays for config c */
 static int alloc_model(lv_llama **out, const struct lv_model_config *c, int64_t n_ctx)
@@ -197,19 +83,19 @@ int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
     const struct lv_model_config *c = &ck->config;
     lv_llama *m = NULL;
     int rc = alloc_model(&m, c, n_ctx);
-    if (rc == LV_OK && ((rc = weight(m, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
-                        (rc = weight(m, ck, "model.norm.weight", &m->norm))))
+    if (rc == LV_OK && ((rc = lv_weights_get(&m->w, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
+                        (rc = lv_weights_get(&m->w, ck, "model.norm.weight", &m->norm))))
         goto fail;
     if (rc == LV_OK && c->tied)
         m->lm_head = m->tok_emb;
-    else if (rc == LV_OK && (rc = weight(m, ck, "lm_head.weight", &m->lm_head)))
+    else if (rc == LV_OK && (rc = lv_weights_get(&m->w, ck, "lm_head.weight", &m->lm_head)))
         goto fail;
     for (int64_t l = 0; rc == LV_OK && l < c->n_layers; l++) {
         struct layer_weight w[] = LAYER_WEIGHTS(&m->layers[l]);
         for (size_t i = 0; rc == LV_OK && i < sizeof w / sizeof w[0]; i++) {
             char name[128];
             snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, w[i].suffix);
-            rc = weight(m, ck, name, w[i].dst);
+            rc = lv_weights_get(&m->w, ck, name, w[i].dst);
         }
     }
     if (rc == LV_OK)
@@ -230,7 +116,7 @@ static int random_weight(lv_llama *m, lv_dtype dt, int64_t rows, int64_t cols, u
     int64_t shape[2] = { rows, cols };
     lv_tensor *t = lv_tensor_new(dt, cols > 0 ? 2 : 1, shape);
     float *row = malloc((size_t)(cols > 0 ? cols : rows) * sizeof *row);
-    if (!t || !row || keep(m, t, NULL) != LV_OK) {
+    if (!t || !row || lv_weights_keep(&m->w, t, NULL) != LV_OK) {
         lv_tensor_free(t);
         free(row);
         return lv_error_status(LV_ENOMEM, "model: out of memory for random weights");
@@ -322,12 +208,7 @@ void lv_llama_free(lv_llama *m)
         return;
     for (int64_t l = 0; m->cache && l < m->c.n_layers; l++)
         lv_kv_cache_done(&m->cache[l]);
-    for (int i = 0; i < m->n_tensors; i++)
-        lv_tensor_free(m->tensors[i]);
-    for (int i = 0; i < m->n_copies; i++)
-        free(m->copies[i]);
-    free(m->tensors);
-    free(m->copies);
+    lv_weights_done(&m->w);
     free(m->cache);
     free(m->layers);
     lv_graph_free(m->g);
@@ -439,6 +320,20 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
     memcpy(t->data, ids, (size_t)n * sizeof *ids);
     lv_tensor *x = lv_embedding(m->g, m->tok_emb, t);
     return finish(m, n, x ? forward(m, x, n, logits, all) : LV_ERR);
+}
+
+int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
+{
+    int64_t C = m->c.dim;
+    size_t row = (size_t)C * lv_dtype_size(m->tok_emb->dtype);
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= m->c.vocab)
+            return lv_error("model: token id %d is outside the vocabulary (0..%lld)", ids[i],
+                            (long long)m->c.vocab - 1);
+        lv_convert_row(out + i * C, LV_F32, (const char *)m->tok_emb->data + (size_t)ids[i] * row,
+                       m->tok_emb->dtype, C);
+    }
+    return LV_OK;
 }
 
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all)

@@ -22,6 +22,7 @@
 
 #include "io/checkpoint.h"
 #include "lavinia/ops.h"
+#include "model/weights.h"
 
 typedef struct lv_llama lv_llama;
 
@@ -44,10 +45,7 @@ struct lv_llama {
     lv_rope_mode rope;
     float rope_scale;
     lv_graph *g;
-    lv_tensor **tensors;                   /* every weight header, for freeing */
-    void **copies;                         /* weights copied for alignment */
-    int n_tensors, n_copies;
-    bool widened;                          /* ggml block weights were widened at load */
+    struct lv_weights w;                   /* every weight, for freeing */
 };
 
 /* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:
@@ -70,6 +68,8 @@ int64_t lv_llama_vocab(const lv_llama *m);
  * room for the last row (all = false: V floats) or for every row (all = true: n x V). An
  * error (ids out of range, past the context) leaves the cache as it was. */
 int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all);
+/* The token embeddings of n ids (n x C floats), for splicing image tokens in. */
+int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out);
 /* The same from input embeddings (n x C floats): image tokens spliced by the vision code. */
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all);
 

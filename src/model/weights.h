@@ -1,0 +1,31 @@
+/*
+ * weights.h (internal): model weights as engine tensors, straight from a checkpoint.
+ *
+ * A checkpoint tensor is wrapped where the reader mapped it (F32, F16, BF16, when its address
+ * suits the type), copied when it does not, and ggml block types (Q8_0, Q4_0, Q4_K, Q5_K,
+ * Q6_K) are widened to F16 (BF16 for values past F16's range) until the engine has block
+ * types of its own. Every tensor handed out is frozen and freed with the set.
+ */
+#ifndef LV_MODEL_WEIGHTS_H
+#define LV_MODEL_WEIGHTS_H
+
+#include <stdbool.h>
+
+#include "io/checkpoint.h"
+#include "lavinia/tensor.h"
+
+struct lv_weights {
+    lv_tensor **tensors;          /* every header handed out */
+    void **copies;                /* data copied or widened */
+    int n_tensors, n_copies;
+    bool widened;                 /* block weights were widened (said once on stderr) */
+};
+
+/* The tensor called name (canonical) in ck; an error names the file and the tensor. */
+int lv_weights_get(struct lv_weights *w, const struct lv_checkpoint *ck, const char *name,
+                   lv_tensor **out);
+/* Adopt a tensor (and its copied data, or NULL) to free with the set. */
+int lv_weights_keep(struct lv_weights *w, lv_tensor *t, void *copy);
+void lv_weights_done(struct lv_weights *w);
+
+#endif /* LV_MODEL_WEIGHTS_H */

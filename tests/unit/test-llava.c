@@ -1,0 +1,112 @@
+/*
+ * test-llava.c: the CLIP tower, the projector and the spliced sequence against PyTorch.
+ *
+ * tests/reference/llava.bin (gen_llava.py, float64): a small random LLaVA in the llava-hf
+ * layout (llava-tiny/). From the same pixels, the tower's features (hidden_states[-2] without
+ * the class token) and the projector's tokens match within 1e-5 (max|a - b| <= tol *
+ * max|b|); the language model's logits over the prompt with its image token expanded into the
+ * 4 image tokens match too. The same markers written as 4 image tokens in a row splice the
+ * same way, and a marker count that does not match the images is refused.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checkpoint.h"
+#include "lavinia/error.h"
+#include "model/clip.h"
+#include "model/llama.h"
+#include "model/vlm.h"
+#include "refdata.h"
+#include "testutil.h"
+
+#define TOL 1e-5
+#define REF_HINT "cd tests/reference && /usr/bin/python3 gen_llava.py"
+
+static double rel_err(const float *a, const double *b, int64_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs(b[i]));
+    }
+    return m > 0 ? e / m : e;
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv, "llava");
+    struct ref_file rf;
+    if (!ref_load(&rf, "llava", REF_HINT))
+        return tu_finish();
+    const char *top = getenv("LV_TOP_SRCDIR");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tests/reference/llava-tiny", top && *top ? top : ".");
+    const struct ref_tensor *pixels = ref_get(&rf, "pixels", 3, (int64_t[]){ 3, 28, 28 });
+    const struct ref_tensor *feats = ref_get(&rf, "features", 2, (int64_t[]){ 4, 32 });
+    const struct ref_tensor *toks = ref_get(&rf, "tokens", 2, (int64_t[]){ 4, 48 });
+    const struct ref_tensor *idsr = ref_get(&rf, "ids", 1, (int64_t[]){ 7 });
+    const struct ref_tensor *logits = ref_get(&rf, "logits", 2, (int64_t[]){ 10, 96 });
+    struct lv_checkpoint ck;
+    lv_clip *v = NULL;
+    lv_llama *m = NULL;
+    if (!pixels || !feats || !toks || !idsr || !logits ||
+        !tu_assert(lv_checkpoint_open(&ck, path, NULL, NULL) == LV_OK, "llava-tiny opens (%s)",
+                   lv_errmsg())) {
+        ref_done(&rf);
+        return tu_finish();
+    }
+    tu_assert(lv_clip_load(&v, &ck) == LV_OK, "the vision tower loads (%s)", lv_errmsg());
+    tu_assert(lv_llama_load(&m, &ck, 0) == LV_OK, "the language model loads (%s)", lv_errmsg());
+    if (v && m) {
+        float px[3 * 28 * 28], f[4 * 32], t[4 * 48];
+        for (int i = 0; i < 3 * 28 * 28; i++)
+            px[i] = (float)pixels->data[i];
+        tu_assert(lv_clip_n_tokens(v) == 4, "4 image tokens per image");
+        int rc = lv_clip_encode(v, px, t, f);
+        double ef = rc == LV_OK ? rel_err(f, feats->data, 4 * 32) : 1.0;
+        double et = rc == LV_OK ? rel_err(t, toks->data, 4 * 48) : 1.0;
+        tu_assert(ef <= TOL, "tower features (hidden_states[-2], class token dropped): "
+                  "relative error %.2e", ef);
+        tu_assert(et <= TOL, "projector tokens (linear, GELU, linear): relative error %.2e", et);
+        int32_t ids[7];
+        for (int i = 0; i < 7; i++)
+            ids[i] = (int32_t)idsr->data[i];
+        float *seq = NULL, out[10 * 96];
+        int64_t n = 0;
+        rc = lv_vlm_splice(m, ids, 7, 95, t, 1, 4, &seq, &n);
+        tu_assert(rc == LV_OK && n == 10, "one image token expands to 4 (%lld positions)",
+                  (long long)n);
+        if (rc == LV_OK) {
+            rc = lv_llama_forward_embd(m, seq, n, out, true);
+            double e = rc == LV_OK ? rel_err(out, logits->data, 10 * 96) : 1.0;
+            tu_assert(e <= TOL, "logits over the spliced sequence: relative error %.2e", e);
+        }
+        /* four image tokens in a row (newer processors) splice the same way */
+        int32_t ids4[10] = { ids[0], ids[1], ids[2], 95, 95, 95, 95, ids[4], ids[5], ids[6] };
+        float *seq4 = NULL;
+        int64_t n4 = 0;
+        tu_assert(lv_vlm_splice(m, ids4, 10, 95, t, 1, 4, &seq4, &n4) == LV_OK && n4 == 10 &&
+                      memcmp(seq4, seq, (size_t)(10 * 48) * sizeof(float)) == 0,
+                  "4 image tokens in a row are the same splice");
+        int32_t two[3] = { 1, 95, 95 };
+        float *bad = NULL;
+        int64_t nb;
+        tu_assert(lv_vlm_splice(m, two, 3, 95, t, 1, 4, &bad, &nb) != LV_OK &&
+                      strstr(lv_errmsg(), "image"), "two image places for one image: %s",
+                  lv_errmsg());
+        free(seq);
+        free(seq4);
+        free(bad);
+    }
+    lv_clip_free(v);
+    lv_llama_free(m);
+    lv_checkpoint_close(&ck);
+    ref_done(&rf);
+    return tu_finish();
+}
