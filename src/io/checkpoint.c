@@ -1343,7 +1343,7 @@ static int add_vocab(lv_gguf_writer *w, const struct lv_checkpoint *ck, bool *do
         rc = lv_error("%s: the tokenizer has %d pieces, more than the model's %lld", ck->path,
                       lv_tok_n_vocab(tok), (long long)ck->config.vocab);
     else
-        rc = lv_tok_write_gguf(tok, w);
+        rc = lv_tok_write_gguf(tok, w, ck->config.vocab);
     lv_tok_free(tok);
     *done = rc == LV_OK;
     return rc;
@@ -1390,20 +1390,70 @@ static int add_llama_keys(lv_gguf_writer *w, const struct lv_checkpoint *ck)
     return LV_OK;
 }
 
-int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
+static bool is_vision(const char *canonical)
 {
-    if (!ck->has_config)
-        return lv_error("%s: %s; there is no model to write", ck->path,
-                        ck->summary[0] ? ck->summary : "no config");
-    if (ck->config.has_vision)
-        return lv_error("%s: writing LLaVA as GGUF (a text model and an mmproj file) is not "
-                        "supported; convert it to a Hugging Face directory", ck->path);
+    return strncmp(canonical, "vision_tower.", 13) == 0 ||
+           strncmp(canonical, "multi_modal_projector.", 22) == 0;
+}
+
+/* the blocks of the tower LLaVA uses: up to its feature layer (the legacy converter's rule) */
+static int64_t vision_blocks(const struct lv_model_config *c)
+{
+    int64_t L = c->vision.n_layers, fl = c->vision_feature_layer;
+    return fl < 0 ? L + 1 + fl : fl;
+}
+
+/* "layers.N." in a canonical vision name: N, or -1 */
+static long vision_layer_of(const char *canonical)
+{
+    const char *p = strstr(canonical, "encoder.layers.");
+    return p ? strtol(p + 15, NULL, 10) : -1;
+}
+
+/* the clip keys llama.cpp's mmproj files carry for LLaVA-1.5 (FORMATS.md 2.8) */
+static int add_clip_keys(lv_gguf_writer *w, const struct lv_checkpoint *ck)
+{
+    const struct lv_model_config *c = &ck->config;
+    const struct lv_vision_config *v = &c->vision;
+    static const float mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f },
+                       std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
+    int rc;
+    if ((rc = lv_gguf_writer_add_str(w, "general.architecture", "clip")) ||
+        (rc = lv_gguf_writer_add_str(w, "general.name", "mmproj")) ||
+        (rc = lv_gguf_writer_add_bool(w, "clip.has_text_encoder", false)) ||
+        (rc = lv_gguf_writer_add_bool(w, "clip.has_vision_encoder", true)) ||
+        (rc = lv_gguf_writer_add_bool(w, "clip.has_llava_projector", true)) ||
+        (rc = lv_gguf_writer_add_str(w, "clip.projector_type", "mlp")) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.image_size", (uint32_t)v->image_size)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.patch_size", (uint32_t)v->patch_size)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.embedding_length", (uint32_t)v->dim)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.feed_forward_length",
+                                     (uint32_t)v->hidden)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.projection_dim", (uint32_t)c->dim)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.attention.head_count",
+                                     (uint32_t)v->n_heads)) ||
+        (rc = lv_gguf_writer_add_f32(w, "clip.vision.attention.layer_norm_epsilon",
+                                     v->norm_eps)) ||
+        (rc = lv_gguf_writer_add_u32(w, "clip.vision.block_count",
+                                     (uint32_t)vision_blocks(c))) ||
+        (rc = lv_gguf_writer_add_arr(w, "clip.vision.image_mean", LV_GGUF_TYPE_FLOAT32, mean,
+                                     3)) ||
+        (rc = lv_gguf_writer_add_arr(w, "clip.vision.image_std", LV_GGUF_TYPE_FLOAT32, std,
+                                     3)))
+        return rc;
+    return lv_gguf_writer_add_bool(w, "clip.use_gelu", strcmp(v->act, "gelu") == 0);
+}
+
+/* one GGUF file: the text model (vision false) or the mmproj (vision true) */
+static int write_gguf_part(const struct lv_checkpoint *ck, const char *path, bool vision)
+{
     lv_gguf_writer *w = lv_gguf_writer_new();
     void **owned = calloc((size_t)ck->n_tensors + 1, sizeof *owned);
-    int rc = w && owned ? add_llama_keys(w, ck)
-                        : lv_error_status(LV_ENOMEM, "%s: out of memory", path);
+    int rc = !w || !owned ? lv_error_status(LV_ENOMEM, "%s: out of memory", path)
+             : vision     ? add_clip_keys(w, ck)
+                          : add_llama_keys(w, ck);
     bool vocab = false, quant = false;
-    if (rc == LV_OK)
+    if (rc == LV_OK && !vision)
         rc = add_vocab(w, ck, &vocab);
     for (int i = 0; rc == LV_OK && i < ck->n_tensors; i++) {
         const struct lv_ckpt_tensor *t = &ck->tensors[i];
@@ -1411,6 +1461,10 @@ int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
         const void *data;
         uint64_t nbytes;
         int g = type_rows[t->type].ggml;
+        if (is_vision(t->name) != vision ||
+            (vision && (strstr(t->name, "post_layernorm") ||
+                        vision_layer_of(t->name) >= vision_blocks(&ck->config))))
+            continue;
         if (g < 0)
             rc = lv_error("%s: tensor '%s' of type %s has no GGUF type", ck->path,
                           t->file_name, t->type_name);
@@ -1425,11 +1479,42 @@ int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
         rc = lv_gguf_writer_add_u32(w, "general.quantization_version", 2);
     if (rc == LV_OK)
         rc = lv_gguf_writer_write(w, path);
-    if (rc == LV_OK && !vocab)
+    if (rc == LV_OK && !vocab && !vision)
         fprintf(stderr, "lavinia: note: the input has no tokenizer; no vocabulary written\n");
     for (int i = 0; owned && i < ck->n_tensors; i++)
         free(owned[i]);
     free(owned);
     lv_gguf_writer_free(w);
+    return rc;
+}
+
+int lv_checkpoint_mmproj_path(const char *path, char *out, size_t n)
+{
+    size_t k = strlen(path);
+    int w = k > 5 && strcmp(path + k - 5, ".gguf") == 0
+                ? snprintf(out, n, "%.*s-mmproj.gguf", (int)(k - 5), path)
+                : snprintf(out, n, "%s.mmproj.gguf", path);
+    return w > 0 && (size_t)w < n ? LV_OK : lv_error("%s: path too long", path);
+}
+
+int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
+{
+    if (!ck->has_config)
+        return lv_error("%s: %s; there is no model to write", ck->path,
+                        ck->summary[0] ? ck->summary : "no config");
+    const struct lv_model_config *c = &ck->config;
+    if (c->has_vision && (tower_outside(c) || c->projector != LV_PROJ_MLP2X_GELU ||
+                          c->vision_feature_full))
+        return lv_error("%s: this LLaVA cannot be written as GGUF + mmproj (the vision tower "
+                        "must be in the checkpoint, with LLaVA-1.5's MLP projector and the "
+                        "class token dropped)", ck->path);
+    int rc = write_gguf_part(ck, path, false);
+    if (rc == LV_OK && c->has_vision) {
+        char mm[4200];
+        if ((rc = lv_checkpoint_mmproj_path(path, mm, sizeof mm)) == LV_OK &&
+            (rc = write_gguf_part(ck, mm, true)) == LV_OK)
+            fprintf(stderr, "lavinia: note: the vision tower and projector are in %s (give it "
+                    "with --mmproj)\n", mm);
+    }
     return rc;
 }

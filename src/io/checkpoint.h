@@ -85,8 +85,9 @@ const char *lv_ckpt_format_name(enum lv_ckpt_format f);
 const char *lv_ckpt_type_name(enum lv_ckpt_type t);
 
 /* Write ck as a Hugging Face directory (config.json, model.safetensors, tokenizer files when
- * the input has them) or as one GGUF file in llama.cpp's conventions. q/k rows are permuted
- * to each format's order; quantised GGUF types are dequantised for Hugging Face (F32).
+ * the input has them) or as GGUF in llama.cpp's conventions (LLaVA: the text model, and the
+ * tower and projector in an mmproj file beside it, lv_checkpoint_mmproj_path). q/k rows are
+ * permuted to each format's order; quantised GGUF types are dequantised for Hugging Face (F32).
  * Hugging Face weights larger than shard_bytes (0: LV_CKPT_SHARD_BYTES) are split into
  * model-0000N-of-0000M.safetensors shards with a model.safetensors.index.json, as
  * transformers' max_shard_size does. Messages on standard error say what was not written
@@ -95,5 +96,7 @@ const char *lv_ckpt_type_name(enum lv_ckpt_type t);
 int lv_checkpoint_write_hf(const struct lv_checkpoint *ck, const char *dir,
                            uint64_t shard_bytes);
 int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path);
+/* Where write_gguf puts a LLaVA's vision tower: PATH.gguf -> PATH-mmproj.gguf. */
+int lv_checkpoint_mmproj_path(const char *path, char *out, size_t n);
 
 #endif /* LV_IO_CHECKPOINT_H */

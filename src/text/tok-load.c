@@ -976,16 +976,26 @@ int lv_tok_open(lv_tokenizer **out, const char *path, const char *tok_file)
  * the vocabulary as GGUF keys
  */
 
-int lv_tok_write_gguf(const lv_tokenizer *tok, struct lv_gguf_writer *w)
+int lv_tok_write_gguf(const lv_tokenizer *tok, struct lv_gguf_writer *w, int64_t n_rows)
 {
-    int32_t n = tok->n;
+    int32_t n = n_rows > tok->n && n_rows <= TOK_MAX_VOCAB ? (int32_t)n_rows : tok->n;
     const char **strs = malloc((size_t)n * sizeof *strs);
     uint64_t *lens = malloc((size_t)n * sizeof *lens);
     float *scores = malloc((size_t)n * sizeof *scores);
     int32_t *types = malloc((size_t)n * sizeof *types);
-    int rc = strs && lens && scores && types ? LV_OK
-                                             : lv_error_status(LV_ENOMEM, "out of memory");
+    char *pads = malloc((size_t)(n - tok->n + 1) * 16);
+    int rc = strs && lens && scores && types && pads
+                 ? LV_OK
+                 : lv_error_status(LV_ENOMEM, "out of memory");
     for (int32_t i = 0; rc == LV_OK && i < n; i++) {
+        if (i >= tok->n) {
+            char *p = pads + (size_t)(i - tok->n) * 16;
+            lens[i] = (uint64_t)snprintf(p, 16, "[PAD%d]", i);
+            strs[i] = p;
+            types[i] = LV_TOK_UNUSED;
+            scores[i] = -1000.0f;
+            continue;
+        }
         strs[i] = tok->text + tok->off[i];
         lens[i] = tok->len[i];
         types[i] = tok->type[i];
@@ -1023,5 +1033,6 @@ int lv_tok_write_gguf(const lv_tokenizer *tok, struct lv_gguf_writer *w)
     free(lens);
     free(scores);
     free(types);
+    free(pads);
     return rc;
 }

@@ -136,7 +136,9 @@ const char *lv_tok_chat_template(const lv_tokenizer *tok);
 const char *lv_tok_describe(const lv_tokenizer *tok);
 
 /* Writes the vocabulary as llama.cpp's "llama" GGUF keys (tokenizer.ggml.*). A rank-based
- * tokenizer.json gets scores from its merge ranks (earlier merge, higher score). */
-int lv_tok_write_gguf(const lv_tokenizer *tok, struct lv_gguf_writer *w);
+ * tokenizer.json gets scores from its merge ranks (earlier merge, higher score). A model
+ * whose embedding has more rows (n_rows > pieces: llava-hf pads to 32064) gets "[PADi]"
+ * pieces of type UNUSED and score -1000 up to n_rows, as llama.cpp's converter writes. */
+int lv_tok_write_gguf(const lv_tokenizer *tok, struct lv_gguf_writer *w, int64_t n_rows);
 
 #endif /* LV_TEXT_TOKENIZER_H */

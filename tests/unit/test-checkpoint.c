@@ -335,9 +335,19 @@ static void gguf_cases(void)
                       fc1 && fc1->shape[0] == GF && strcmp(fc1->file_name, "v.blk.0.ffn_down.weight") == 0 &&
                       fc1b && fc1b->shape[0] == GF,
                   "mmproj: vision config, legacy ffn_down read as fc1 by its shape");
-        tu_assert(lv_checkpoint_write_gguf(&ck, model) != LV_OK && strstr(lv_errmsg(), "LLaVA"),
-                  "LLaVA -> GGUF is refused: %s", lv_errmsg());
+        char again[300], mm[400];
+        path_in(again, sizeof again, "again.gguf");
+        lv_checkpoint_mmproj_path(again, mm, sizeof mm);
+        tu_assert(lv_checkpoint_write_gguf(&ck, again) == LV_OK && access(mm, R_OK) == 0,
+                  "LLaVA -> GGUF writes the text model and %s (%s)", mm, lv_errmsg());
         lv_checkpoint_close(&ck);
+        struct lv_checkpoint re;
+        if (tu_assert(lv_checkpoint_open(&re, again, mm, NULL) == LV_OK, "they reopen as LLaVA "
+                      "(%s)", lv_errmsg())) {
+            tu_assert(re.config.has_vision && re.config.vision.n_layers == 1,
+                      "the tower keeps its 1 block");
+            lv_checkpoint_close(&re);
+        }
     }
     tu_assert(lv_checkpoint_open(&ck, mmproj, NULL, NULL) == LV_OK && !ck.has_config &&
                   strstr(ck.summary, "mmproj"), "an mmproj alone is listed: %s", ck.summary);
@@ -450,9 +460,11 @@ static void hf_cases(void)
             lv_gguf_get_str_arr(&g, "tokenizer.ggml.tokens", &tokens, &nt);
             lv_gguf_get_arr(&g, "tokenizer.ggml.scores", LV_GGUF_TYPE_FLOAT32,
                             (const void **)&scores, &ns);
-            tu_assert(nt == 8 && ns == 8 && strcmp(tokens[7].s, "\xe2\x96\x81" "ab") == 0 &&
-                          scores[5] == 0.0f && scores[7] == -1.0f,
-                      "the vocabulary goes into GGUF, merge ranks as scores");
+            tu_assert(nt == 10 && ns == 10 && strcmp(tokens[7].s, "\xe2\x96\x81" "ab") == 0 &&
+                          scores[5] == 0.0f && scores[7] == -1.0f &&
+                          strcmp(tokens[9].s, "[PAD9]") == 0 && scores[9] == -1000.0f,
+                      "the vocabulary goes into GGUF, merge ranks as scores, padded to the "
+                      "model's 10 rows");
             lv_gguf_close(&g);
         }
     }

@@ -100,6 +100,45 @@ int main(int argc, char **argv)
         tu_assert(lv_vlm_splice(m, two, 3, 95, t, 1, 4, &bad, &nb) != LV_OK &&
                       strstr(lv_errmsg(), "image"), "two image places for one image: %s",
                   lv_errmsg());
+        /* the same model written as GGUF + mmproj and read back through the GGUF loader */
+        char tmp[256], gg[400], mm[400];
+        const char *t0 = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/lv-llava-XXXXXX", t0 && *t0 ? t0 : "/tmp");
+        struct lv_checkpoint g;
+        lv_clip *gv = NULL;
+        lv_llama *gm = NULL;
+        if (mkdtemp(tmp)) {
+            snprintf(gg, sizeof gg, "%s/llava.gguf", tmp);
+            lv_checkpoint_mmproj_path(gg, mm, sizeof mm);
+            rc = lv_checkpoint_write_gguf(&ck, gg);
+            tu_assert(rc == LV_OK, "written as GGUF + mmproj (%s)", lv_errmsg());
+            if (rc == LV_OK &&
+                tu_assert(lv_checkpoint_open(&g, gg, mm, NULL) == LV_OK, "GGUF + mmproj open "
+                          "(%s)", lv_errmsg())) {
+                float gt[4 * 48], gout[10 * 96], *gseq = NULL;
+                int64_t gn = 0;
+                rc = lv_clip_load(&gv, &g);
+                if (rc == LV_OK)
+                    rc = lv_llama_load(&gm, &g, 0);
+                if (rc == LV_OK)
+                    rc = lv_clip_encode(gv, px, gt, NULL);
+                if (rc == LV_OK)
+                    rc = lv_vlm_splice(gm, ids, 7, 95, gt, 1, 4, &gseq, &gn);
+                if (rc == LV_OK)
+                    rc = lv_llama_forward_embd(gm, gseq, gn, gout, true);
+                double e = rc == LV_OK ? rel_err(gout, logits->data, 10 * 96) : 1.0;
+                tu_assert(e <= TOL, "GGUF + mmproj: the same logits through the GGUF loader: "
+                          "relative error %.2e (%s)", e, rc == LV_OK ? "ok" : lv_errmsg());
+                free(gseq);
+                lv_clip_free(gv);
+                lv_llama_free(gm);
+                lv_checkpoint_close(&g);
+            }
+            char cmd[400];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+            if (system(cmd) != 0)
+                printf("# could not remove %s\n", tmp);
+        }
         free(seq);
         free(seq4);
         free(bad);
