@@ -99,6 +99,62 @@ fail:
     return rc;
 }
 
+int lv_clip_new_random(lv_clip **out, const struct lv_model_config *c, uint64_t seed)
+{
+    struct lv_clip_impl *im = calloc(1, sizeof *im);
+    if (!im)
+        return lv_error_status(LV_ENOMEM, "vision: out of memory");
+    lv_clip *v = &im->v;
+    v->c = *c;
+    const struct lv_vision_config *vc = &c->vision;
+    int64_t D = vc->dim, F = vc->hidden, P = vc->patch_size, C = c->dim;
+    int64_t pos = (vc->image_size / P) * (vc->image_size / P) + 1;
+    int64_t L = vc->n_layers, fl = c->vision_feature_layer;
+    v->n_run = fl < 0 ? L + 1 + fl : fl;
+    v->layers = calloc((size_t)(L > 0 ? L : 1), sizeof *v->layers);
+    v->g = lv_graph_new(NULL);
+    struct lv_weights *w = &im->w;
+    uint64_t rng = seed;
+    int rc = v->layers && v->g && v->n_run >= 0 && v->n_run <= L
+                 ? LV_OK
+                 : lv_error("vision: bad shape or out of memory");
+#define RW(dst, nd, fill, ...) \
+    (rc = rc ? rc : lv_weights_random(w, LV_F32, nd, (int64_t[]){ __VA_ARGS__ }, fill, &rng, dst))
+    RW(&v->class_emb, 1, 0.0f, D);
+    RW(&v->patch_w, 4, 0.0f, D, vc->n_channels, P, P);
+    RW(&v->pos_emb, 2, 0.0f, pos, D);
+    RW(&v->pre_ln_w, 1, 1.0f, D);
+    RW(&v->pre_ln_b, 1, 0.0f, D);
+    RW(&v->proj1_w, 2, 0.0f, C, D);
+    RW(&v->proj1_b, 1, 0.0f, C);
+    RW(&v->proj2_w, 2, 0.0f, C, C);
+    RW(&v->proj2_b, 1, 0.0f, C);
+    for (int64_t l = 0; l < v->n_run; l++) {
+        struct lv_clip_layer *Y = &v->layers[l];
+        RW(&Y->ln1_w, 1, 1.0f, D);
+        RW(&Y->ln1_b, 1, 0.0f, D);
+        RW(&Y->ln2_w, 1, 1.0f, D);
+        RW(&Y->ln2_b, 1, 0.0f, D);
+        lv_tensor **mats[4] = { &Y->q_w, &Y->k_w, &Y->v_w, &Y->o_w };
+        lv_tensor **bias[4] = { &Y->q_b, &Y->k_b, &Y->v_b, &Y->o_b };
+        for (int i = 0; i < 4; i++) {
+            RW(mats[i], 2, 0.0f, D, D);
+            RW(bias[i], 1, 0.0f, D);
+        }
+        RW(&Y->fc1_w, 2, 0.0f, F, D);
+        RW(&Y->fc1_b, 1, 0.0f, F);
+        RW(&Y->fc2_w, 2, 0.0f, D, F);
+        RW(&Y->fc2_b, 1, 0.0f, D);
+    }
+#undef RW
+    if (rc != LV_OK) {
+        lv_clip_free(v);
+        return rc;
+    }
+    *out = v;
+    return LV_OK;
+}
+
 void lv_clip_free(lv_clip *v)
 {
     if (!v)
@@ -116,7 +172,8 @@ int64_t lv_clip_n_tokens(const lv_clip *v)
     return side * side + (v->c.vision_feature_full ? 1 : 0);
 }
 
-int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *features)
+/* the tower and projector on img in v's graph: the projector's output, or NULL */
+static lv_tensor *forward(lv_clip *v, lv_tensor *img, float *features)
 {
     const struct lv_vision_config *vc = &v->c.vision;
     lv_graph *g = v->g;
@@ -124,12 +181,6 @@ int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *featur
     int64_t N = (S / vc->patch_size) * (S / vc->patch_size);
     float eps = vc->norm_eps;
     bool quick = strcmp(vc->act, "quick_gelu") == 0;
-    lv_graph_reset(g);
-    lv_graph_set_recording(g, false);
-    lv_tensor *img = lv_new(g, LV_F32, 3, (int64_t[]){ vc->n_channels, S, S });
-    if (!img)
-        return LV_ERR;
-    memcpy(img->data, pixels, (size_t)(vc->n_channels * S * S) * sizeof(float));
     lv_tensor *x = lv_patch_embed(g, img, v->patch_w, NULL);
     x = lv_reshape(g, x, 2, (int64_t[]){ N, D });
     lv_tensor *cls = lv_reshape(g, v->class_emb, 2, (int64_t[]){ 1, D });
@@ -159,8 +210,48 @@ int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *featur
     lv_tensor *y = x ? lv_linear(g, x, v->proj1_w, v->proj1_b) : NULL;
     if (y && v->c.projector == LV_PROJ_MLP2X_GELU)
         y = lv_linear(g, lv_gelu(g, y), v->proj2_w, v->proj2_b);
+    return y;
+}
+
+int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *features)
+{
+    const struct lv_vision_config *vc = &v->c.vision;
+    int64_t S = vc->image_size;
+    lv_graph_reset(v->g);
+    lv_graph_set_recording(v->g, false);
+    lv_tensor *img = lv_new(v->g, LV_F32, 3, (int64_t[]){ vc->n_channels, S, S });
+    if (!img)
+        return LV_ERR;
+    memcpy(img->data, pixels, (size_t)(vc->n_channels * S * S) * sizeof(float));
+    lv_tensor *y = forward(v, img, features);
     if (!y)
         return LV_ERR;
     lv_tensor_to_f32(tokens, y);
     return LV_OK;
+}
+
+int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, float *dpixels)
+{
+    const struct lv_vision_config *vc = &v->c.vision;
+    int64_t S = vc->image_size, shape[3] = { vc->n_channels, S, S };
+    lv_graph_reset(v->g);
+    lv_graph_set_recording(v->g, true);
+    lv_tensor *img = lv_tensor_new(LV_F32, 3, shape);
+    if (!img)
+        return lv_error_status(LV_ENOMEM, "vision: out of memory");
+    memcpy(img->data, pixels, (size_t)(vc->n_channels * S * S) * sizeof(float));
+    lv_tensor_set_param(img);
+    lv_tensor *y = forward(v, img, NULL);
+    int rc = LV_ERR;
+    if (y) {
+        lv_tensor *dy = lv_tensor_wrap((void *)dtokens, LV_F32, y->ndim, y->shape);
+        rc = dy ? lv_backward_with(v->g, y, dy) : lv_error_status(LV_ENOMEM, "out of memory");
+        lv_tensor_free(dy);
+    }
+    if (rc == LV_OK)
+        lv_tensor_to_f32(dpixels, img->grad);
+    lv_graph_reset(v->g);
+    lv_graph_set_recording(v->g, false);
+    lv_tensor_free(img);
+    return rc;
 }

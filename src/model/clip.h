@@ -46,11 +46,18 @@ struct lv_clip {
 
 /* The vision tower and projector of a LLaVA checkpoint (ck stays open while v lives). */
 int lv_clip_load(lv_clip **out, const struct lv_checkpoint *ck);
+/* A tower and projector with random weights (N(0, 1/fan_in), norms 1, biases 0) of config
+ * c's shape (c->vision, c->dim, c->projector): benchmarks without a checkpoint. */
+int lv_clip_new_random(lv_clip **out, const struct lv_model_config *c, uint64_t seed);
 void lv_clip_free(lv_clip *v);
 /* Image tokens one image becomes (576 for ViT-L/14 at 336). */
 int64_t lv_clip_n_tokens(const lv_clip *v);
 /* pixels: 3 x S x S (S = image_size), preprocessed. tokens: n_tokens x text dim (the
  * projector's output); features (optional): n_tokens x vision dim (before the projector). */
 int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *features);
+/* Backward through the tower and projector: the gradient of a loss whose gradient at the
+ * tokens is dtokens (n_tokens x text dim) reaches dpixels (3 x S x S). Frozen weights get
+ * none; adapters placed in the tower get theirs the same way. */
+int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, float *dpixels);
 
 #endif /* LV_MODEL_CLIP_H */

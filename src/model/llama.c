@@ -109,37 +109,12 @@ fail:
     return rc;
 }
 
-/* a random (rows, cols) or (rows) weight: N(0, 1/cols) by a fixed generator, or ones */
+/* a random (rows, cols) weight, or a (rows) norm weight of ones */
 static int random_weight(lv_llama *m, lv_dtype dt, int64_t rows, int64_t cols, uint64_t *rng,
                          lv_tensor **out)
 {
-    int64_t shape[2] = { rows, cols };
-    lv_tensor *t = lv_tensor_new(dt, cols > 0 ? 2 : 1, shape);
-    float *row = malloc((size_t)(cols > 0 ? cols : rows) * sizeof *row);
-    if (!t || !row || lv_weights_keep(&m->w, t, NULL) != LV_OK) {
-        lv_tensor_free(t);
-        free(row);
-        return lv_error_status(LV_ENOMEM, "model: out of memory for random weights");
-    }
-    int64_t n = cols > 0 ? cols : rows;
-    double sd = cols > 0 ? 1.0 / sqrt((double)cols) : 0.0;
-    for (int64_t r = 0; r < (cols > 0 ? rows : 1); r++) {
-        for (int64_t i = 0; i < n; i++) {
-            /* Irwin-Hall: the sum of 4 uniforms, centred and scaled to variance 1 */
-            double u = 0.0;
-            for (int k = 0; k < 4; k++) {
-                *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
-                u += (double)(*rng >> 11) * (1.0 / 9007199254740992.0);
-            }
-            row[i] = cols > 0 ? (float)((u - 2.0) * sqrt(3.0) * sd) : 1.0f;
-        }
-        lv_convert_row((char *)t->data + (size_t)(r * n) * lv_dtype_size(dt), dt, row, LV_F32,
-                       n);
-    }
-    free(row);
-    lv_tensor_set_frozen(t);
-    *out = t;
-    return LV_OK;
+    return cols > 0 ? lv_weights_random(&m->w, dt, 2, (int64_t[]){ rows, cols }, 0.0f, rng, out)
+                    : lv_weights_random(&m->w, LV_F32, 1, (int64_t[]){ rows }, 1.0f, rng, out);
 }
 
 int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtype dtype,

@@ -129,6 +129,44 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     return LV_OK;
 }
 
+int lv_weights_random(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t *shape,
+                      float fill, uint64_t *rng, lv_tensor **out)
+{
+    int64_t fan_in = 1, rows = shape[0];
+    for (int d = 1; d < ndim; d++)
+        fan_in *= shape[d];
+    int64_t n = ndim > 1 ? fan_in : rows;
+    lv_tensor *t = lv_tensor_new(dt, ndim, shape);
+    float *row = malloc((size_t)n * sizeof *row);
+    if (!t || !row || lv_weights_keep(w, t, NULL) != LV_OK) {
+        lv_tensor_free(t);
+        free(row);
+        return lv_error_status(LV_ENOMEM, "out of memory for random weights");
+    }
+    double sd = 1.0 / sqrt((double)fan_in);
+    for (int64_t r = 0; r < (ndim > 1 ? rows : 1); r++) {
+        for (int64_t i = 0; i < n; i++) {
+            if (ndim == 1) {
+                row[i] = fill;
+                continue;
+            }
+            /* Irwin-Hall: the sum of 4 uniforms, centred and scaled to variance 1 */
+            double u = 0.0;
+            for (int k = 0; k < 4; k++) {
+                *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+                u += (double)(*rng >> 11) * (1.0 / 9007199254740992.0);
+            }
+            row[i] = (float)((u - 2.0) * sqrt(3.0) * sd);
+        }
+        lv_convert_row((char *)t->data + (size_t)(r * n) * lv_dtype_size(dt), dt, row, LV_F32,
+                       n);
+    }
+    free(row);
+    lv_tensor_set_frozen(t);
+    *out = t;
+    return LV_OK;
+}
+
 void lv_weights_done(struct lv_weights *w)
 {
     for (int i = 0; i < w->n_tensors; i++)

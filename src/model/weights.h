@@ -27,5 +27,10 @@ int lv_weights_get(struct lv_weights *w, const struct lv_checkpoint *ck, const c
 /* Adopt a tensor (and its copied data, or NULL) to free with the set. */
 int lv_weights_keep(struct lv_weights *w, lv_tensor *t, void *copy);
 void lv_weights_done(struct lv_weights *w);
+/* A random weight for benchmarks and demos: ndim >= 2 draws N(0, 1/fan_in) (fan_in the
+ * product of the dims after the first) from the LCG state *rng; ndim 1 is filled with fill
+ * (1 for norm weights, 0 for biases). Stored as dt, frozen, kept by the set. */
+int lv_weights_random(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t *shape,
+                      float fill, uint64_t *rng, lv_tensor **out);
 
 #endif /* LV_MODEL_WEIGHTS_H */

@@ -16,6 +16,8 @@ tests/refdata.h):
   "ids"       (7,)         a prompt with one image token (id 95) at index 3
   "logits"    (10, 96)     the language model's logits over the expanded sequence: the
                            image token replaced by the 4 image tokens
+  "R"         (4, 48)      a random weighting of the tokens
+  "grad.pixels" (3, 28, 28) d sum(tokens * R) / d pixels, through the projector and tower
 
 The tower is CLIPVisionTransformer as transformers computes it: hidden 32, intermediate 64,
 3 layers, 2 heads, image 28, patch 14 (4 patches and the class token), quick-GELU, layer
@@ -113,7 +115,12 @@ def main():
     text = lm.make_weights(rs)
     vis = vision_weights(rs)
     pixels = torch.tensor(rs.standard_normal((3, IMG, IMG)), dtype=torch.float32).double()
+    pixels.requires_grad_(True)
     feats, toks = tower(vis, pixels)
+    R = torch.tensor(rs.standard_normal((4, lm.C)), dtype=torch.float32).double()
+    (toks * R).sum().backward()
+    grad = pixels.grad.detach()
+    pixels, feats, toks = pixels.detach(), feats.detach(), toks.detach()
     ids = [1, 17, 33, IMAGE_ID, 40, 52, 8]
     emb = text["model.embed_tokens.weight"].double()
     seq = torch.cat([emb[ids[:3]], toks, emb[ids[4:]]], 0)
@@ -145,7 +152,8 @@ def main():
     lm.write_ref(os.path.join(HERE, "llava.bin"),
                  [("pixels", pixels.numpy()), ("features", feats.numpy()),
                   ("tokens", toks.numpy()), ("ids", np.array(ids, dtype=np.float64)),
-                  ("logits", logits.numpy())])
+                  ("logits", logits.numpy()), ("R", R.numpy()),
+                  ("grad.pixels", grad.numpy())])
     print("wrote llava-tiny/ and llava.bin")
 
 

@@ -360,6 +360,12 @@ int main(int argc, char **argv)
           .mask = true },
         { .ndim = 4, .B = 1, .T = 16, .S = 16, .H = 2, .KV = 1, .D = 16,
           .flags = LV_ATTN_CAUSAL },
+        /* 8 queries or more take the blocked sgemm path: no causality, a mask, a kv cache
+         * offset (T < S), a mask that hides every key of some rows */
+        { .ndim = 3, .B = 1, .T = 9, .S = 9, .H = 2, .KV = 2, .D = 8 },
+        { .ndim = 4, .B = 2, .T = 10, .S = 13, .H = 4, .KV = 2, .D = 6, .flags = LV_ATTN_CAUSAL,
+          .mask = true },
+        { .ndim = 3, .B = 1, .T = 12, .S = 12, .H = 3, .KV = 1, .D = 5, .mask = true },
         /* One query after 8 keys, as in decoding. */
         { .ndim = 3, .B = 1, .T = 1, .S = 9, .H = 4, .KV = 2, .D = 8, .flags = LV_ATTN_CAUSAL },
     };

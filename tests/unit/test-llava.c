@@ -74,6 +74,17 @@ int main(int argc, char **argv)
         tu_assert(ef <= TOL, "tower features (hidden_states[-2], class token dropped): "
                   "relative error %.2e", ef);
         tu_assert(et <= TOL, "projector tokens (linear, GELU, linear): relative error %.2e", et);
+        const struct ref_tensor *R = ref_get(&rf, "R", 2, (int64_t[]){ 4, 48 });
+        const struct ref_tensor *gp = ref_get(&rf, "grad.pixels", 3, (int64_t[]){ 3, 28, 28 });
+        if (R && gp) {
+            float dt[4 * 48], dp[3 * 28 * 28];
+            for (int i = 0; i < 4 * 48; i++)
+                dt[i] = (float)R->data[i];
+            rc = lv_clip_backward(v, px, dt, dp);
+            double eg = rc == LV_OK ? rel_err(dp, gp->data, 3 * 28 * 28) : 1.0;
+            tu_assert(eg <= TOL, "gradient through the projector and the tower to the pixels: "
+                      "relative error %.2e (%s)", eg, rc == LV_OK ? "ok" : lv_errmsg());
+        }
         int32_t ids[7];
         for (int i = 0; i < 7; i++)
             ids[i] = (int32_t)idsr->data[i];
@@ -87,6 +98,48 @@ int main(int argc, char **argv)
             double e = rc == LV_OK ? rel_err(out, logits->data, 10 * 96) : 1.0;
             tu_assert(e <= TOL, "logits over the spliced sequence: relative error %.2e", e);
         }
+        /* two images, each at its own turn through the cache, against one pass over both */
+        float pxb[3 * 28 * 28], tb[4 * 48], both[8 * 48];
+        for (int i = 0; i < 3 * 28 * 28; i++)
+            pxb[i] = -0.5f * px[3 * 28 * 28 - 1 - i];
+        int32_t turn2[4] = { 2, 60, 95, 61 }, all[11];
+        memcpy(all, ids, sizeof ids);
+        memcpy(all + 7, turn2, sizeof turn2);
+        float *s1 = NULL, *s2 = NULL, *sall = NULL, last[96], *allout = NULL;
+        int64_t n1 = 0, n2 = 0, nall = 0;
+        rc = lv_clip_encode(v, pxb, tb, NULL);
+        memcpy(both, t, sizeof t);
+        memcpy(both + 4 * 48, tb, sizeof tb);
+        if (rc == LV_OK)
+            rc = lv_vlm_splice(m, ids, 7, 95, t, 1, 4, &s1, &n1);
+        if (rc == LV_OK)
+            rc = lv_vlm_splice(m, turn2, 4, 95, tb, 1, 4, &s2, &n2);
+        if (rc == LV_OK)
+            rc = lv_vlm_splice(m, all, 11, 95, both, 2, 4, &sall, &nall);
+        lv_llama_reset(m);
+        if (rc == LV_OK && (rc = lv_llama_forward_embd(m, s1, n1, NULL, false)) == LV_OK)
+            rc = lv_llama_forward_embd(m, s2, n2, last, false);
+        allout = malloc((size_t)(nall * 96) * sizeof *allout);
+        lv_llama_reset(m);
+        if (rc == LV_OK)
+            rc = lv_llama_forward_embd(m, sall, nall, allout, true);
+        double e2 = 1.0;
+        if (rc == LV_OK) {
+            double mx = 0.0, d = 0.0;
+            for (int i = 0; i < 96; i++) {
+                d = fmax(d, fabs((double)last[i] - allout[(nall - 1) * 96 + i]));
+                mx = fmax(mx, fabs((double)allout[(nall - 1) * 96 + i]));
+            }
+            e2 = d / mx;
+        }
+        tu_assert(rc == LV_OK && nall == n1 + n2 && e2 <= TOL, "two images at two turns through "
+                  "the cache give the logits of one pass over both (%lld positions, relative "
+                  "difference %.2e)", (long long)nall, e2);
+        free(s1);
+        free(s2);
+        free(sall);
+        free(allout);
+        lv_llama_reset(m);
         /* four image tokens in a row (newer processors) splice the same way */
         int32_t ids4[10] = { ids[0], ids[1], ids[2], 95, 95, 95, 95, ids[4], ids[5], ids[6] };
         float *seq4 = NULL;

@@ -7,9 +7,12 @@
  * s <= S - T + t, and a nonzero mask[t, s] blocks key s on top of that. A query row that sees
  * no key at all outputs zeros, stores lse = -inf, and takes no part in the backward.
  *
- * Forward: one pass over the visible keys with a running maximum (the online softmax of
- * flash attention): when the maximum grows, the partial sum and the partial output row are
- * rescaled. So the forward needs no S-sized scratch and no malloc at all. It stores
+ * Forward, few queries (decoding): one pass over the visible keys with a running maximum (the
+ * online softmax of flash attention): when the maximum grows, the partial sum and the partial
+ * output row are rescaled, so no S-sized scratch is needed. Many queries (prompts, images,
+ * training): blocks of query rows of one head go through two single-threaded sgemm calls,
+ * scores = scale q k^T into the thread's scratch, a softmax per row in place, out = P v. Both
+ * store
  *     lse[b, h, t] = log sum_s exp(scale * q_t . k_s)   over visible s
  * and nothing else: no (T, S) probability matrix is kept.
  *
@@ -32,6 +35,7 @@
 
 #include "backend/cpu/cpu.h"
 
+#include <cblas.h>
 #include <math.h>
 
 static inline float dot_f32(const float *a, const float *b, int64_t D)
@@ -111,12 +115,69 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     lse[i] = m + (float)log(l);
 }
 
+/* query rows [t0, t0 + tn) of head h of batch b, through sgemm; sc: tn x S scratch */
+static void attn_forward_block(const struct attn *a, float *out, float *lse, int64_t b,
+                               int64_t h, int64_t t0, int64_t tn, float *sc)
+{
+    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, kh = h / a->G;
+    const float *q = a->q + ((b * T + t0) * H + h) * D;
+    const float *k = a->k + (b * S * KV + kh) * D, *v = a->v + (b * S * KV + kh) * D;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)tn, (blasint)S, (blasint)D,
+                a->scale, q, (blasint)(H * D), k, (blasint)(KV * D), 0.0f, sc, (blasint)S);
+    for (int64_t r = 0; r < tn; r++) {
+        int64_t t = t0 + r, send = key_end(t, T, S, a->causal);
+        float *row = sc + r * S, m = -INFINITY;
+        const int32_t *mr = a->mask ? a->mask + t * S : NULL;
+        for (int64_t s = 0; s < send; s++) {
+            if (mr && mr[s])
+                row[s] = -INFINITY;
+            m = row[s] > m ? row[s] : m;
+        }
+        double l = 0.0;
+        for (int64_t s = 0; s < S; s++) {
+            float e = s < send && row[s] != -INFINITY ? expf(row[s] - m) : 0.0f;
+            row[s] = e;
+            l += e;
+        }
+        if (l == 0.0) {              /* no visible key: a zero row, lse -inf */
+            lse[(b * H + h) * T + t] = -INFINITY;
+            continue;
+        }
+        float inv = (float)(1.0 / l);
+        for (int64_t s = 0; s < send; s++)
+            row[s] *= inv;
+        lse[(b * H + h) * T + t] = m + (float)log(l);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)tn, (blasint)D, (blasint)S,
+                1.0f, sc, (blasint)S, v, (blasint)(KV * D), 0.0f,
+                out + ((b * T + t0) * H + h) * D, (blasint)(H * D));
+}
+
+/* below this many queries, the row-by-row online softmax wins */
+#define ATTN_GEMM_MIN_T 8
+
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
                            int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal)
 {
     struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
                       .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal };
+    int64_t tc = S > 0 ? CPU_SCRATCH_FLOATS / S : 0;
+    if (T >= ATTN_GEMM_MIN_T && tc >= 1 && S > 0) {
+        tc = tc < 64 ? tc : 64;
+        int64_t blocks = (T + tc - 1) / tc;
+        CPU_FOR_DYNAMIC(B * H * T * S * D, i, B * H * blocks, {
+            float *sc = cpu_scratch();
+            int64_t bh = i / blocks, t0 = (i % blocks) * tc;
+            int64_t tn = T - t0 < tc ? T - t0 : tc;
+            if (sc)
+                attn_forward_block(&a, out, lse, bh / H, bh % H, t0, tn, sc);
+            else
+                for (int64_t t = t0; t < t0 + tn; t++)
+                    attn_forward_row(&a, out, lse, bh * T + t);
+        });
+        return;
+    }
     /* Causal rows differ in cost, hence the dynamic schedule. */
     CPU_FOR_DYNAMIC(B * H * T * S * D, i, B * H * T, {
         attn_forward_row(&a, out, lse, i);

@@ -22,11 +22,17 @@
 #define CONV_FLOATS ((int64_t)1 << 18)    /* 1 MiB of F32 per thread */
 
 static pthread_key_t conv_key;
+static float *conv_buffer(void);
 static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
 
 static void conv_key_make(void)
 {
     pthread_key_create(&conv_key, free);
+}
+
+float *cpu_scratch(void)
+{
+    return conv_buffer();
 }
 
 static float *conv_buffer(void)

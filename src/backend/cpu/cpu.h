@@ -97,6 +97,11 @@ static inline bool cpu_parallel_worth(int64_t work)
 
 /* c (M, N) = op(a) op(b), a: (M, K) or (K, M) if ta, b: (K, N) or (N, K) if tb, b of dtype bt
  * (F32/F16/BF16; converted to F32 blocks, accumulation in F32). beta 0 assigns, 1 adds. */
+/* A per-thread scratch buffer of CPU_SCRATCH_FLOATS floats (1 MiB), kept for the thread's
+ * life; NULL when out of memory. */
+#define CPU_SCRATCH_FLOATS ((int64_t)1 << 18)
+float *cpu_scratch(void);
+
 /* --- SIMD paths (cpu-simd.c): chosen once from CPUID, LAVINIA_SIMD forces one ----------- */
 
 enum cpu_simd_level { CPU_SIMD_GENERIC, CPU_SIMD_AVX2, CPU_SIMD_AVX512, CPU_SIMD_COUNT };
