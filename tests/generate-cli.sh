@@ -132,6 +132,9 @@ for f in "px.npy:(3, 28, 28)" "it.npy:(4, 48)" "lg.npy:(13, 96)"; do
     grep -a -q "'shape': ${f#*:}" "$tmp/${f%%:*}" && ok "--dump ${f%%:*}: shape ${f#*:}" ||
         bad "--dump ${f%%:*}: shape"
 done
+"$bin" convert "$lv" "$tmp/llava.gguf" > /dev/null 2> "$tmp/e" && [ -f "$tmp/llava-mmproj.gguf" ] &&
+    "$bin" info "$tmp/llava.gguf" --mmproj "$tmp/llava-mmproj.gguf" | grep -q "^vision tower: CLIP" &&
+    ok "convert LLaVA -> GGUF + mmproj, read back as LLaVA" || bad "LLaVA -> GGUF: $(cat "$tmp/e")"
 refused "an image place without an image" "image" \
     "$bin" generate -m "$lv" --prompt-ids "1 95 95" --print-ids --image "$src/tests/reference/images/tiny.png"
 refused "a text file as the image" "not an image" \

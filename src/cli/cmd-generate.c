@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "io/checkpoint.h"
 #include "io/fileutil.h"
+#include "io/gguf.h"
 #include "lavinia/error.h"
 #include "image/image.h"
 #include "model/clip.h"
@@ -280,6 +281,30 @@ static int prompt_ids_of(struct run *r, const char *text, int flags, bool image,
     return rc;
 }
 
+/* image_mean and image_std of an mmproj file, when it has them */
+static int mmproj_stats(struct lv_clip_preprocess *p, const char *path)
+{
+    lv_gguf_file g;
+    int rc = lv_gguf_open(&g, path);
+    static const char *const keys[2] = { "clip.vision.image_mean", "clip.vision.image_std" };
+    float *dst[2] = { p->mean, p->std };
+    for (int k = 0; rc == LV_OK && k < 2; k++) {
+        const float *v;
+        uint64_t n;
+        if (!lv_gguf_find(&g, keys[k]))
+            continue;
+        rc = lv_gguf_get_arr(&g, keys[k], LV_GGUF_TYPE_FLOAT32, (const void **)&v, &n);
+        if (rc == LV_OK && n != 3)
+            rc = lv_error("%s: %s has %llu values, not 3", path, keys[k], (unsigned long long)n);
+        for (int i = 0; rc == LV_OK && i < 3; i++)
+            dst[k][i] = v[i];
+        if (rc == LV_OK && k == 1 && !(v[0] > 0 && v[1] > 0 && v[2] > 0))
+            rc = lv_error("%s: %s must be positive", path, keys[k]);
+    }
+    lv_gguf_close(&g);
+    return rc;
+}
+
 /* the image through the tower and projector: tokens (n x text dim), and the dumps asked */
 static int encode_image(struct run *r, const char *file, const char *const *dump, float **tokens,
                         int64_t *n_img)
@@ -296,6 +321,8 @@ static int encode_image(struct run *r, const char *file, const char *const *dump
         snprintf(path, sizeof path, "%s/preprocessor_config.json", r->model);
         if (r->ck.format == LV_CKPT_HF_DIR)
             rc = lv_clip_preprocess_load(&pp, path);
+        else if (r->mmproj)
+            rc = mmproj_stats(&pp, r->mmproj);
         if (rc == LV_OK && pp.crop != v->c.vision.image_size)
             rc = lv_error("%s: crop size %d differs from the tower's image size %lld", path,
                           pp.crop, (long long)v->c.vision.image_size);

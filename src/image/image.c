@@ -221,6 +221,9 @@ int lv_clip_preprocess_load(struct lv_clip_preprocess *p, const char *path)
             dst[k][i] = (float)d;
         }
     }
+    const json_t *pad = json_object_get(root, "do_pad");
+    if (rc == LV_OK && pad && json_is_boolean(pad))
+        p->pad_square = json_is_true(pad);
     if (rc == LV_OK && (json_size(json_object_get(root, "size"), "shortest_edge", "height",
                                   &p->size) ||
                         json_size(json_object_get(root, "crop_size"), "height", "shortest_edge",

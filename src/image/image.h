@@ -48,7 +48,7 @@ struct lv_clip_preprocess {
 
 void lv_clip_preprocess_default(struct lv_clip_preprocess *p);
 /* Sizes and statistics from a Hugging Face preprocessor_config.json (image_mean, image_std,
- * size / shortest_edge, crop_size); a missing file leaves p as it is. */
+ * size / shortest_edge, crop_size, do_pad); a missing file leaves p as it is. */
 int lv_clip_preprocess_load(struct lv_clip_preprocess *p, const char *path);
 /* out: 3 x crop x crop floats, channel-major. */
 int lv_clip_preprocess(const struct lv_clip_preprocess *p, const struct lv_image *img,
