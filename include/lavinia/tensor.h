@@ -28,14 +28,21 @@ extern "C" {
 
 #define LV_MAX_DIMS 4
 
-/* Element types. Block-quantised weight types are added by the performance work. */
+/* Element types. Q8_0 and Q4_0 are ggml's block types (32 values per block: an F16 scale and
+ * 32 int8, or 32 4-bit values offset by 8), for frozen weights: a tensor of one has a last
+ * dimension that is a multiple of 32, is contiguous, and enters only matrix products (as
+ * the right operand) and conversions. */
 typedef enum lv_dtype {
     LV_F32,
     LV_F16,
     LV_BF16,
     LV_I32,
+    LV_Q8_0,
+    LV_Q4_0,
     LV_DTYPE_COUNT
 } lv_dtype;
+
+#define LV_QBLOCK 32
 
 /* Where the data lives. */
 typedef enum lv_device {
@@ -69,7 +76,10 @@ typedef struct lv_tensor {
 
 /* --- dtypes ------------------------------------------------------------------------- */
 
-size_t lv_dtype_size(lv_dtype t);
+size_t lv_dtype_size(lv_dtype t);          /* bytes per element; 0 for block types */
+/* Bytes of n elements (n a multiple of LV_QBLOCK for block types). */
+size_t lv_dtype_bytes(lv_dtype t, int64_t n);
+bool lv_dtype_is_block(lv_dtype t);
 const char *lv_dtype_name(lv_dtype t);
 
 /* IEEE half and bfloat16 conversion, round to nearest even; NaN stays NaN. */

@@ -93,9 +93,12 @@ static int bench_run(int argc, char **argv)
     lv_dtype dt = strcmp(dtype_name, "f32") == 0    ? LV_F32
                   : strcmp(dtype_name, "f16") == 0  ? LV_F16
                   : strcmp(dtype_name, "bf16") == 0 ? LV_BF16
+                  : strcmp(dtype_name, "q8_0") == 0 ? LV_Q8_0
+                  : strcmp(dtype_name, "q4_0") == 0 ? LV_Q4_0
                                                     : LV_DTYPE_COUNT;
     if (dt == LV_DTYPE_COUNT) {
-        fprintf(stderr, "lavinia: bench: --dtype %s: want f32, f16 or bf16\n", dtype_name);
+        fprintf(stderr, "lavinia: bench: --dtype %s: want f32, f16, bf16, q8_0 or q4_0\n",
+                dtype_name);
         return 2;
     }
     struct lv_checkpoint ck = { 0 };
@@ -103,10 +106,13 @@ static int bench_run(int argc, char **argv)
     lv_llama *m = NULL;
     int64_t ctx = n_prompt + n_gen + 1;
     int rc;
-    if (model)
+    if (model) {
         rc = lv_checkpoint_open(&ck, model, NULL, NULL) == LV_OK
                  ? lv_llama_load(&m, &ck, ctx)
                  : LV_ERR;
+        if (rc == LV_OK && lv_dtype_is_block(dt))        /* --dtype q8_0/q4_0 quantises */
+            rc = lv_llama_quantize(m, dt);
+    }
     else if ((rc = parse_shape(shape, &cfg)) == LV_OK) {
         cfg.max_seq = ctx;
         rc = lv_llama_new_random(&m, &cfg, dt, 1, ctx);
@@ -167,8 +173,8 @@ static int bench_run(int argc, char **argv)
 
 const struct lv_cli_entry lv_cli_bench_entry = {
     .name  = "bench",
-    .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab [--dtype "
-             "f32|f16|bf16]) [--prompt N] [--gen N] [--bw-size MiB] [--threads N]",
+    .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab) [--dtype "
+             "f32|f16|bf16|q8_0|q4_0] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]",
     .help  = "Prompt and decode speed, time to first token, peak memory, and the share of the "
              "measured memory bandwidth that decoding uses.",
     .run   = bench_run,

@@ -34,7 +34,7 @@
 
 /* what generate and chat share */
 struct run {
-    const char *model, *tok_file, *system, *template_name, *mmproj;
+    const char *model, *tok_file, *system, *template_name, *mmproj, *quant;
     struct lv_sampler_params sp;
     int64_t n_predict, n_ctx;
     bool ignore_eos;
@@ -52,7 +52,7 @@ enum {
     OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT, OPT_REPEAT_N, OPT_FREQ,
     OPT_PRESENCE, OPT_SEED, OPT_IGNORE_EOS, OPT_STOP, OPT_CTX, OPT_SYSTEM, OPT_TEMPLATE,
     OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE, OPT_IMAGE,
-    OPT_MMPROJ,
+    OPT_MMPROJ, OPT_QUANT,
 };
 
 #define COMMON_OPTIONS \
@@ -75,6 +75,7 @@ enum {
     { "template", required_argument, NULL, OPT_TEMPLATE }, \
     { "threads", required_argument, NULL, OPT_THREADS }, \
     { "mmproj", required_argument, NULL, OPT_MMPROJ }, \
+    { "quant", required_argument, NULL, OPT_QUANT }, \
     { "help", no_argument, NULL, 'h' }
 
 static int num(const char *opt, const char *s, double lo, double hi, double *out)
@@ -131,6 +132,13 @@ static int common_option(struct run *r, int c)
     case OPT_CTX: bad = num("ctx", optarg, 1, 1 << 24, &v); r->n_ctx = (int64_t)v; break;
     case OPT_SYSTEM: r->system = optarg; return 0;
     case OPT_MMPROJ: r->mmproj = optarg; return 0;
+    case OPT_QUANT:
+        if (strcmp(optarg, "q8_0") != 0 && strcmp(optarg, "q4_0") != 0) {
+            fprintf(stderr, "lavinia: --quant %s: want q8_0 or q4_0\n", optarg);
+            return 2;
+        }
+        r->quant = optarg;
+        return 0;
     case OPT_TEMPLATE: r->template_name = optarg; return 0;
     case OPT_THREADS:
         bad = num("threads", optarg, 1, 1024, &v);
@@ -155,6 +163,9 @@ static int run_open(struct run *r, bool need_tok)
     if (lv_checkpoint_open(&r->ck, r->model, r->mmproj, NULL) != LV_OK)
         return LV_ERR;
     if (lv_llama_load(&r->m, &r->ck, r->n_ctx) != LV_OK)
+        return LV_ERR;
+    if (r->quant &&
+        lv_llama_quantize(r->m, strcmp(r->quant, "q8_0") == 0 ? LV_Q8_0 : LV_Q4_0) != LV_OK)
         return LV_ERR;
     if (!need_tok && !r->tok_file)
         return LV_OK;
@@ -567,7 +578,7 @@ static int chat_run(int argc, char **argv)
 #define SAMPLING_USAGE \
     "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
     "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
-    "[--ctx N] [--threads N] [--mmproj FILE]"
+    "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0]"
 
 const struct lv_cli_entry lv_cli_generate_entry = {
     .name  = "generate",

@@ -25,6 +25,14 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
                  lv_dtype_name(b->dtype));
         return NULL;
     }
+    if (lv_dtype_is_block(a->dtype) ||
+        (lv_dtype_is_block(b->dtype) && (b->ndim != 2 || !(b->flags & LV_TENSOR_FROZEN) ||
+                                         !lv_tensor_is_contiguous(b)))) {
+        lv_error("matmul: %s weights enter as a frozen, contiguous 2-D right operand only (a "
+                 "%s, b %s)", lv_dtype_name(lv_dtype_is_block(a->dtype) ? a->dtype : b->dtype),
+                 op_shape(a), op_shape(b));
+        return NULL;
+    }
     int ta = !!(flags & LV_TRANS_A), tb = !!(flags & LV_TRANS_B);
     int64_t M = a->shape[a->ndim - 2 + ta], K = a->shape[a->ndim - 1 - ta];
     int64_t Kb = b->shape[b->ndim - 2 + tb], N = b->shape[b->ndim - 1 - tb];

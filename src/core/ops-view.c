@@ -30,6 +30,13 @@ static lv_tensor *make_view(lv_graph *g, lv_tensor *x, int ndim, const int64_t *
                             const int64_t *stride, int64_t off, const int64_t *gstride,
                             int64_t goff)
 {
+    if (lv_dtype_is_block(x->dtype) && (off != 0 || ndim < 1 ||
+                                        shape[ndim - 1] != x->shape[x->ndim - 1] ||
+                                        stride[ndim - 1] != 1)) {
+        lv_error("view: a %s tensor keeps its rows whole (only reshapes of its leading dims)",
+                 lv_dtype_name(x->dtype));
+        return NULL;
+    }
     lv_node *n = op_begin(g, LV_OP_VIEW);
     if (!n)
         return NULL;
@@ -75,8 +82,9 @@ lv_tensor *lv_cast(lv_graph *g, lv_tensor *x, lv_dtype dtype)
 {
     if (!x)
         return NULL;
-    if (dtype == LV_I32 || x->dtype == LV_I32 || (unsigned)dtype >= LV_DTYPE_COUNT) {
-        lv_error("cast: only between float dtypes (%s to %s)", lv_dtype_name(x->dtype),
+    if (dtype == LV_I32 || x->dtype == LV_I32 || (unsigned)dtype >= LV_DTYPE_COUNT ||
+        lv_dtype_is_block(dtype) || lv_dtype_is_block(x->dtype)) {
+        lv_error("cast: only between F32, F16 and BF16 (%s to %s)", lv_dtype_name(x->dtype),
                  lv_dtype_name(dtype));
         return NULL;
     }

@@ -23,12 +23,15 @@
 
 static const struct {
     const char *name;
-    size_t size;
+    size_t size;               /* bytes per element, 0 for block types */
+    size_t block_bytes;        /* bytes per LV_QBLOCK values of a block type */
 } dtype_table[] = {
     [LV_F32]  = { .name = "F32",  .size = 4 },
     [LV_F16]  = { .name = "F16",  .size = 2 },
     [LV_BF16] = { .name = "BF16", .size = 2 },
     [LV_I32]  = { .name = "I32",  .size = 4 },
+    [LV_Q8_0] = { .name = "Q8_0", .block_bytes = 34 },
+    [LV_Q4_0] = { .name = "Q4_0", .block_bytes = 18 },
 };
 _Static_assert(sizeof dtype_table / sizeof dtype_table[0] == LV_DTYPE_COUNT,
                "dtype_table and lv_dtype disagree");
@@ -36,6 +39,78 @@ _Static_assert(sizeof dtype_table / sizeof dtype_table[0] == LV_DTYPE_COUNT,
 size_t lv_dtype_size(lv_dtype t)
 {
     return (unsigned)t < LV_DTYPE_COUNT ? dtype_table[t].size : 0;
+}
+
+bool lv_dtype_is_block(lv_dtype t)
+{
+    return (unsigned)t < LV_DTYPE_COUNT && dtype_table[t].block_bytes > 0;
+}
+
+size_t lv_dtype_bytes(lv_dtype t, int64_t n)
+{
+    if ((unsigned)t >= LV_DTYPE_COUNT || n < 0)
+        return 0;
+    return dtype_table[t].block_bytes ? (size_t)(n / LV_QBLOCK) * dtype_table[t].block_bytes
+                                      : (size_t)n * dtype_table[t].size;
+}
+
+/* --- ggml's Q8_0 and Q4_0 (ggml-quants.c, quantize_row_*_ref / dequantize_row_*) --- */
+
+static void q8_0_dequant(float *y, const unsigned char *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 34) {
+        float d = lv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+        for (int j = 0; j < 32; j++)
+            y[i * 32 + j] = d * (float)(int8_t)b[2 + j];
+    }
+}
+
+static void q4_0_dequant(float *y, const unsigned char *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 18) {
+        float d = lv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+        for (int j = 0; j < 16; j++) {
+            y[i * 32 + j] = (float)((b[2 + j] & 0x0f) - 8) * d;
+            y[i * 32 + j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void q8_0_quant(unsigned char *b, const float *x, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 34, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t h = lv_f32_to_f16(d);
+        b[0] = (unsigned char)(h & 0xff);
+        b[1] = (unsigned char)(h >> 8);
+        for (int j = 0; j < 32; j++)
+            b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+    }
+}
+
+static void q4_0_quant(unsigned char *b, const float *x, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 18, x += 32) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t h = lv_f32_to_f16(d);
+        b[0] = (unsigned char)(h & 0xff);
+        b[1] = (unsigned char)(h >> 8);
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)(int8_t)(x[j] * id + 8.5f), x1 = (int)(int8_t)(x[16 + j] * id + 8.5f);
+            x0 = x0 < 15 ? x0 : 15;
+            x1 = x1 < 15 ? x1 : 15;
+            b[2 + j] = (unsigned char)(x0 | x1 << 4);
+        }
+    }
 }
 
 const char *lv_dtype_name(lv_dtype t)
@@ -116,6 +191,16 @@ static inline float load_f32(const void *p, lv_dtype t, int64_t i)
     case LV_F16:  return lv_f16_to_f32(((const uint16_t *)p)[i]);
     case LV_BF16: return lv_bf16_to_f32(((const uint16_t *)p)[i]);
     case LV_I32:  return (float)((const int32_t *)p)[i];
+    case LV_Q8_0:
+    case LV_Q4_0: {
+        float blk[32];
+        const unsigned char *b = (const unsigned char *)p + lv_dtype_bytes(t, i / 32 * 32);
+        if (t == LV_Q8_0)
+            q8_0_dequant(blk, b, 1);
+        else
+            q4_0_dequant(blk, b, 1);
+        return blk[i % 32];
+    }
     default:      return NAN;
     }
 }
@@ -134,7 +219,29 @@ static inline void store_f32(void *p, lv_dtype t, int64_t i, float v)
 void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_t n)
 {
     if (dt == st) {
-        memcpy(dst, src, (size_t)n * lv_dtype_size(dt));
+        memcpy(dst, src, lv_dtype_bytes(dt, n));
+        return;
+    }
+    if (lv_dtype_is_block(st) || lv_dtype_is_block(dt)) {
+        /* whole blocks, through F32 256 values at a time */
+        float buf[256];
+        for (int64_t i = 0; i < n; i += 256) {
+            int64_t k = n - i < 256 ? n - i : 256;
+            const void *s = (const char *)src + lv_dtype_bytes(st, i);
+            void *d = (char *)dst + lv_dtype_bytes(dt, i);
+            if (st == LV_Q8_0)
+                q8_0_dequant(buf, s, k / 32);
+            else if (st == LV_Q4_0)
+                q4_0_dequant(buf, s, k / 32);
+            else
+                lv_convert_row(buf, LV_F32, s, st, k);
+            if (dt == LV_Q8_0)
+                q8_0_quant(d, buf, k / 32);
+            else if (dt == LV_Q4_0)
+                q4_0_quant(d, buf, k / 32);
+            else
+                lv_convert_row(d, dt, buf, LV_F32, k);
+        }
         return;
     }
     if (dt == LV_F32 && st == LV_BF16) {        /* the common cases, without a switch */
@@ -192,7 +299,10 @@ static int check_shape(lv_dtype dtype, int ndim, const int64_t *shape, size_t *b
     }
     if (n > ((uint64_t)1 << 40))
         return lv_error("tensor: %llu elements is more than lavinia allows", (unsigned long long)n);
-    *bytes = (size_t)n * lv_dtype_size(dtype);
+    if (lv_dtype_is_block(dtype) && (ndim == 0 || shape[ndim - 1] % LV_QBLOCK != 0))
+        return lv_error("tensor: a %s tensor's last dimension must be a multiple of %d",
+                        lv_dtype_name(dtype), LV_QBLOCK);
+    *bytes = lv_dtype_bytes(dtype, (int64_t)n);
     return LV_OK;
 }
 
@@ -252,7 +362,7 @@ int64_t lv_tensor_nelem(const lv_tensor *t)
 
 size_t lv_tensor_nbytes(const lv_tensor *t)
 {
-    return (size_t)lv_tensor_nelem(t) * lv_dtype_size(t->dtype);
+    return lv_dtype_bytes(t->dtype, lv_tensor_nelem(t));
 }
 
 bool lv_tensor_is_contiguous(const lv_tensor *t)

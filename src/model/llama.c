@@ -157,12 +157,50 @@ fail:
     return rc;
 }
 
+/* a quantised copy of w, kept by the model */
+static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
+{
+    if (w->dtype == dtype) {
+        *out = w;
+        return LV_OK;
+    }
+    if (w->ndim != 2 || w->shape[1] % LV_QBLOCK != 0) {
+        *out = w;               /* rows that are not whole blocks stay as stored (llama.cpp too) */
+        return LV_OK;
+    }
+    lv_tensor *q = lv_tensor_new(dtype, 2, w->shape);
+    if (!q || lv_weights_keep(&m->w, q, NULL) != LV_OK) {
+        lv_tensor_free(q);
+        return lv_error_status(LV_ENOMEM, "model: out of memory quantising '%s'", w->name);
+    }
+    size_t in_row = lv_dtype_bytes(w->dtype, w->shape[1]), out_row = lv_dtype_bytes(dtype,
+                                                                                    w->shape[1]);
+    for (int64_t r = 0; r < w->shape[0]; r++)
+        lv_convert_row((char *)q->data + (size_t)r * out_row, dtype,
+                       (const char *)w->data + (size_t)r * in_row, w->dtype, w->shape[1]);
+    lv_tensor_set_name(q, w->name);
+    lv_tensor_set_frozen(q);
+    *out = q;
+    return LV_OK;
+}
+
+int lv_llama_quantize(lv_llama *m, lv_dtype dtype)
+{
+    if (!lv_dtype_is_block(dtype))
+        return lv_error("model: quantise to Q8_0 or Q4_0, not %s", lv_dtype_name(dtype));
+    int rc = quantized(m, m->lm_head, dtype, &m->lm_head);
+    for (int64_t l = 0; rc == LV_OK && l < m->c.n_layers; l++) {
+        struct lv_llama_layer *L = &m->layers[l];
+        lv_tensor **w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; rc == LV_OK && i < sizeof w / sizeof w[0]; i++)
+            rc = quantized(m, *w[i], dtype, w[i]);
+    }
+    return rc;
+}
+
 static uint64_t nbytes(const lv_tensor *t)
 {
-    uint64_t n = lv_dtype_size(t->dtype);
-    for (int d = 0; d < t->ndim; d++)
-        n *= (uint64_t)t->shape[d];
-    return n;
+    return lv_tensor_nbytes(t);
 }
 
 uint64_t lv_llama_weight_bytes(const lv_llama *m)
@@ -300,7 +338,7 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
 int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
 {
     int64_t C = m->c.dim;
-    size_t row = (size_t)C * lv_dtype_size(m->tok_emb->dtype);
+    size_t row = lv_dtype_bytes(m->tok_emb->dtype, C);
     for (int64_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= m->c.vocab)
             return lv_error("model: token id %d is outside the vocabulary (0..%lld)", ids[i],

@@ -58,6 +58,11 @@ int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtyp
 /* Bytes of weights one decoded token reads (every matrix and norm, the classifier once). */
 uint64_t lv_llama_weight_bytes(const lv_llama *m);
 void lv_llama_free(lv_llama *m);
+/* Quantise every weight of a matrix product (the layers' projections and the output head;
+ * a tied head gets its own copy) to dtype (LV_Q8_0, LV_Q4_0), as ggml quantises; norms and
+ * the token embedding stay as stored, and so does a matrix whose rows are not whole blocks
+ * of 32 values (stories260K's 172-wide down projection). */
+int lv_llama_quantize(lv_llama *m, lv_dtype dtype);
 /* Forget the cached positions (a new conversation). */
 void lv_llama_reset(lv_llama *m);
 /* Keep only the first n cached positions (undo a turn). */

@@ -2,9 +2,9 @@
  * weights.h (internal): model weights as engine tensors, straight from a checkpoint.
  *
  * A checkpoint tensor is wrapped where the reader mapped it (F32, F16, BF16, when its address
- * suits the type), copied when it does not, and ggml block types (Q8_0, Q4_0, Q4_K, Q5_K,
- * Q6_K) are widened to F16 (BF16 for values past F16's range) until the engine has block
- * types of its own. Every tensor handed out is frozen and freed with the set.
+ * suits the type), copied when it does not; ggml's Q8_0 and Q4_0 are used as stored (the
+ * engine's block types), and the k-quants (Q4_K, Q5_K, Q6_K) are converted to Q8_0. Every
+ * tensor handed out is frozen and freed with the set.
  */
 #ifndef LV_MODEL_WEIGHTS_H
 #define LV_MODEL_WEIGHTS_H
@@ -18,7 +18,7 @@ struct lv_weights {
     lv_tensor **tensors;          /* every header handed out */
     void **copies;                /* data copied or widened */
     int n_tensors, n_copies;
-    bool widened;                 /* block weights were widened (said once on stderr) */
+    bool widened;                 /* k-quants were converted (said once on stderr) */
 };
 
 /* The tensor called name (canonical) in ck; an error names the file and the tensor. */

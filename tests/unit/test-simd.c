@@ -1,7 +1,7 @@
 /*
  * test-simd.c: every SIMD path this CPU runs against float64 and against the generic path.
  *
- * Dot products of F32, F16 and BF16 weights at lengths around every unroll boundary, and
+ * Dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every unroll boundary, and
  * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each path within
  * 1e-6 of the float64 result relative to sum |x_i w_i| (a summation-order bound), and a
  * forward and input-gradient check of lv_linear at M = 1 against the generic kernels.
@@ -16,14 +16,28 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "io/gguf.h"
 #include "lavinia/ops.h"
 #include "testutil.h"
 
-static const char *const dtype_names[] = { "F32", "F16", "BF16" };
+/* the weight dtypes the kernels take (I32 is not one) */
+static const lv_dtype wtypes[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0 };
+#define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
 
 /* w in dtype dt (as stored) and its exact float value */
 static void make_weights(lv_dtype dt, int64_t n, void *w, double *wv)
 {
+    if (lv_dtype_is_block(dt)) {
+        float *f = malloc((size_t)n * sizeof *f);
+        for (int64_t i = 0; i < n; i++)
+            f[i] = (float)tu_randn();
+        lv_convert_row(w, dt, f, LV_F32, n);       /* quantise */
+        lv_convert_row(f, LV_F32, w, dt, n);       /* what the blocks hold */
+        for (int64_t i = 0; i < n; i++)
+            wv[i] = f[i];
+        free(f);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         float f = (float)tu_randn();
         if (dt == LV_F32) {
@@ -43,17 +57,18 @@ static void dots(const struct cpu_simd *s)
 {
     static const int64_t lengths[] = { 1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127,
                                        128, 129, 1000, 4096, 4099 };
-    int64_t kmax = 4099;
+    int64_t kmax = 4128;
     float *x = malloc((size_t)kmax * sizeof *x);
     void *w = malloc((size_t)kmax * 4);
     double *wv = malloc((size_t)kmax * sizeof *wv);
-    for (int dt = LV_F32; dt <= LV_BF16; dt++) {
+    for (int wi = 0; wi < N_WTYPES; wi++) {
+        lv_dtype dt = wtypes[wi];
         double worst = 0.0;
         for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
-            int64_t k = lengths[li];
+            int64_t k = lv_dtype_is_block(dt) ? (lengths[li] + 31) / 32 * 32 : lengths[li];
             for (int64_t i = 0; i < k; i++)
                 x[i] = (float)tu_randn();
-            make_weights((lv_dtype)dt, k, w, wv);
+            make_weights(dt, k, w, wv);
             double ref = 0.0, mag = 0.0;
             for (int64_t i = 0; i < k; i++) {
                 ref += (double)x[i] * wv[i];
@@ -63,7 +78,7 @@ static void dots(const struct cpu_simd *s)
             worst = fmax(worst, fabs(got - ref) / mag);
         }
         tu_assert(worst <= 1e-6, "%s: dot of %s weights, %zu lengths 1..4099: worst error "
-                  "%.2e of sum |x w|", s->name, dtype_names[dt],
+                  "%.2e of sum |x w|", s->name, lv_dtype_name(dt),
                   sizeof lengths / sizeof lengths[0], worst);
     }
     free(x);
@@ -73,19 +88,20 @@ static void dots(const struct cpu_simd *s)
 
 static void gemv(const struct cpu_simd *s)
 {
-    int64_t N = 67, K = 301;
+    int64_t N = 67, K = 320;
     float *a = malloc(4 * (size_t)K * sizeof *a), *c = malloc(4 * (size_t)N * sizeof *c);
     void *b = malloc((size_t)(N * K) * 4);
     double *bv = malloc((size_t)(N * K) * sizeof *bv);
-    for (int dt = LV_F32; dt <= LV_BF16; dt++) {
-        make_weights((lv_dtype)dt, N * K, b, bv);
+    for (int wi = 0; wi < N_WTYPES; wi++) {
+        lv_dtype dt = wtypes[wi];
+        make_weights(dt, N * K, b, bv);
         double worst = 0.0;
         for (int64_t M = 1; M <= 4; M++) {
             for (int64_t i = 0; i < M * K; i++)
                 a[i] = (float)tu_randn();
             for (int64_t i = 0; i < M * N; i++)
                 c[i] = 1.0f;
-            cpu_gemv(c, a, b, (lv_dtype)dt, M, N, K, 0.5f, s);
+            cpu_gemv(c, a, b, dt, M, N, K, 0.5f, s);
             for (int64_t m = 0; m < M; m++)
                 for (int64_t n = 0; n < N; n++) {
                     double ref = 0.5, mag = 0.5;
@@ -97,7 +113,7 @@ static void gemv(const struct cpu_simd *s)
                 }
         }
         tu_assert(worst <= 1e-6, "%s: matrix-vector products of %s weights, 1 to 4 rows, beta "
-                  "0.5: worst error %.2e", s->name, dtype_names[dt], worst);
+                  "0.5: worst error %.2e", s->name, lv_dtype_name(dt), worst);
     }
     free(a);
     free(c);
@@ -109,11 +125,18 @@ static void gemv(const struct cpu_simd *s)
  * forward and input gradient */
 static void linear_paths(void)
 {
-    for (int dt = LV_F32; dt <= LV_BF16; dt++) {
+    for (int wi = 0; wi < N_WTYPES; wi++) {
+        lv_dtype dt = wtypes[wi];
         lv_graph *g = lv_graph_new(NULL);
         lv_graph_set_recording(g, true);
-        int64_t N = 96, K = 200;
-        lv_tensor *w = tu_rand_tensor((lv_dtype)dt, 2, (int64_t[]){ N, K }, 0.1);
+        int64_t N = 96, K = 224;
+        lv_tensor *w = lv_tensor_new(dt, 2, (int64_t[]){ N, K });
+        {
+            lv_tensor *f = tu_rand_tensor(LV_F32, 2, (int64_t[]){ N, K }, 0.1);
+            lv_convert_row(w->data, dt, f->data, LV_F32, N * K);
+            lv_tensor_free(f);
+        }
+        lv_tensor_set_frozen(w);
         lv_tensor *x5 = tu_rand_tensor(LV_F32, 2, (int64_t[]){ 5, K }, 1.0);
         lv_tensor_set_param(x5);
         lv_tensor *x1 = lv_tensor_wrap(x5->data, LV_F32, 2, (int64_t[]){ 1, K });
@@ -128,7 +151,7 @@ static void linear_paths(void)
             m = fmax(m, fabs((double)b[n]));
         }
         tu_assert(e <= 1e-5 * m, "lv_linear, %s weights: row 0 at M = 1 (matrix-vector) and "
-                  "at M = 5 (sgemm) agree: %.2e of %.2e", dtype_names[dt], e, m);
+                  "at M = 5 (sgemm) agree: %.2e of %.2e", lv_dtype_name(dt), e, m);
         lv_tensor *l1 = lv_sum_all(g, y1);
         tu_assert(l1 && lv_backward(g, l1) == LV_OK && x1->grad, "backward through M = 1");
         if (x1->grad) {
@@ -144,7 +167,7 @@ static void linear_paths(void)
                 ge = fmax(ge, fabs(gx[k] - ref));
             }
             tu_assert(ge <= 1e-5, "input gradient at M = 1, %s weights: error %.2e",
-                      dtype_names[dt], ge);
+                      lv_dtype_name(dt), ge);
             free(gx);
             free(wf);
         }
@@ -157,9 +180,53 @@ static void linear_paths(void)
     }
 }
 
+/* the engine's Q8_0 and Q4_0 against io/gguf.c's ggml definitions: quantising gives the
+ * bytes of ggml's quantize_row_q8_0_ref, dequantising the values of dequantize_row_* */
+static void blocks_as_ggml(void)
+{
+    enum { N = 32 * 64 };
+    float x[N], a[N], b[N];
+    unsigned char q[N / 32 * 34], ref[N / 32 * 34];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)tu_randn() * (i % 97 == 0 ? 20.0f : 1.0f);
+    x[5] = 0.0f;
+    lv_convert_row(q, LV_Q8_0, x, LV_F32, N);
+    lv_gguf_quantize_q8_0(x, ref, N);
+    tu_assert(memcmp(q, ref, sizeof q) == 0, "Q8_0 quantisation gives ggml's bytes");
+    lv_convert_row(a, LV_F32, q, LV_Q8_0, N);
+    lv_gguf_dequantize(LV_GGML_TYPE_Q8_0, q, b, N);
+    tu_assert(memcmp(a, b, sizeof a) == 0, "Q8_0 dequantisation equals ggml's");
+    double e8 = 0.0, e4 = 0.0;
+    for (int blk = 0; blk < N / 32; blk++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[blk * 32 + j]));
+        for (int j = 0; j < 32; j++)
+            e8 = fmax(e8, fabs(a[blk * 32 + j] - x[blk * 32 + j]) / amax);
+    }
+    lv_convert_row(q, LV_Q4_0, x, LV_F32, N);
+    lv_convert_row(a, LV_F32, q, LV_Q4_0, N);
+    lv_gguf_dequantize(LV_GGML_TYPE_Q4_0, q, b, N);
+    tu_assert(memcmp(a, b, sizeof a) == 0, "Q4_0 dequantisation equals ggml's");
+    for (int blk = 0; blk < N / 32; blk++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[blk * 32 + j]));
+        for (int j = 0; j < 32; j++)
+            e4 = fmax(e4, fabs(a[blk * 32 + j] - x[blk * 32 + j]) / amax);
+    }
+    /* Q8_0 rounds to the nearest of 255 steps of max/127: half a step, plus the F16
+     * rounding of the scale. Q4_0's 16 levels run from -8 to +7 steps of max/8 with the
+     * block's largest value at -8: values of the other sign clip at 7/8 of it, so the bound
+     * is one step (ggml's definition, kept bit for bit). */
+    tu_assert(e8 <= 0.5 / 127 + 1e-3 && e4 <= 1.0 / 8 + 1e-2, "round-trip error bounds: Q8_0 "
+              "%.4f <= 0.0049 of the block's max, Q4_0 %.4f <= 0.135", e8, e4);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "simd");
+    blocks_as_ggml();
     printf("# path in use: %s\n", cpu_simd()->name);
     int ran = 0;
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {

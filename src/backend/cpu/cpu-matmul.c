@@ -73,8 +73,14 @@ static void sgemm(float *c, const float *a, const float *b, int ta, int tb, int6
                 beta, c, (blasint)ldc);
 }
 
-/* One output tile, rows [m0, m0+mm) and columns [n0, n0+nn): F32 b directly, F16/BF16 b
- * through the per-thread buffer in panels of k. */
+/* element e of b (block types: e at a block boundary) */
+static inline const void *elem(const void *b, lv_dtype bt, int64_t e)
+{
+    return (const char *)b + lv_dtype_bytes(bt, e);
+}
+
+/* One output tile, rows [m0, m0+mm) and columns [n0, n0+nn): F32 b directly, F16/BF16/Q8_0/
+ * Q4_0 b through the per-thread buffer in panels of k. */
 static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
                       int64_t M, int64_t N, int64_t K, float beta, int64_t m0, int64_t mm,
                       int64_t n0, int64_t nn)
@@ -87,18 +93,22 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
         sgemm(ct, at, tb ? bf + n0 * K : bf + n0, ta, tb, mm, nn, K, lda, tb ? K : N, N, beta);
         return;
     }
-    const uint16_t *bh = b;
     float *buf = conv_buffer();
-    int64_t kb = buf ? CONV_FLOATS / nn : 0;
+    /* panels of k: whole blocks for block types (K and the tiles are multiples of 32) */
+    int64_t kb = buf ? CONV_FLOATS / nn / LV_QBLOCK * LV_QBLOCK : 0;
     if (kb == 0) {
-        /* no buffer (out of memory for 1 MiB): convert one element at a time */
+        /* no buffer (out of memory for 1 MiB): convert one row at a time */
+        float row[LV_QBLOCK];
         for (int64_t m = 0; m < mm; m++)
             for (int64_t n = 0; n < nn; n++) {
                 float acc = 0.0f;
                 for (int64_t k = 0; k < K; k++) {
-                    uint16_t e = bh[tb ? (n0 + n) * K + k : k * N + n0 + n];
-                    float bv = bt == LV_F16 ? lv_f16_to_f32(e) : lv_bf16_to_f32(e);
-                    acc += at[ta ? k * M + m : m * K + k] * bv;
+                    int64_t e = tb ? (n0 + n) * K + k : k * N + n0 + n;
+                    int64_t e0 = e / LV_QBLOCK * LV_QBLOCK;
+                    lv_convert_row(row, LV_F32, elem(b, bt, e0), bt,
+                                   lv_dtype_is_block(bt) ? LV_QBLOCK : 1);
+                    acc += at[ta ? k * M + m : m * K + k] *
+                           row[lv_dtype_is_block(bt) ? e - e0 : 0];
                 }
                 ct[m * N + n] = beta == 0.0f ? acc : beta * ct[m * N + n] + acc;
             }
@@ -110,10 +120,10 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
          * or (kk, nn) rows of a (K, N) b */
         if (tb) {
             for (int64_t n = 0; n < nn; n++)
-                lv_convert_row(buf + n * kk, LV_F32, bh + (n0 + n) * K + k0, bt, kk);
+                lv_convert_row(buf + n * kk, LV_F32, elem(b, bt, (n0 + n) * K + k0), bt, kk);
         } else {
             for (int64_t k = 0; k < kk; k++)
-                lv_convert_row(buf + k * nn, LV_F32, bh + (k0 + k) * N + n0, bt, nn);
+                lv_convert_row(buf + k * nn, LV_F32, elem(b, bt, (k0 + k) * N + n0), bt, nn);
         }
         sgemm(ct, ta ? at + k0 * M : at + k0, buf, ta, tb, mm, nn, kk, lda, tb ? kk : nn, N,
               k0 == 0 ? beta : 1.0f);
@@ -129,7 +139,7 @@ void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, i
               int64_t K, float beta, const struct cpu_simd *s)
 {
     cpu_dot_fn dot = s->dot[bt];
-    size_t row = (size_t)K * lv_dtype_size(bt);
+    size_t row = lv_dtype_bytes(bt, K);
     CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
         int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
         for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
@@ -147,7 +157,7 @@ void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int 
 {
     if (M == 0 || N == 0)
         return;
-    if (!ta && tb && M <= GEMV_MAX_M && K > 0 && bt <= LV_BF16) {
+    if (!ta && tb && M <= GEMV_MAX_M && K > 0 && cpu_simd()->dot[bt]) {
         cpu_gemv(c, a, b, bt, M, N, K, beta, cpu_simd());
         return;
     }

@@ -245,9 +245,9 @@ void cpu_swiglu_backward(float *dgate, float *dup, const float *dy, const float 
 void cpu_embedding_forward(float *out, const void *table, lv_dtype tt, const int32_t *ids,
                            int64_t T, int64_t C)
 {
-    size_t es = lv_dtype_size(tt);
+    size_t rb = lv_dtype_bytes(tt, C);      /* whole blocks for block types */
     CPU_FOR(T * C, t, T, {
-        const char *row = (const char *)table + (int64_t)ids[t] * C * (int64_t)es;
+        const char *row = (const char *)table + (size_t)ids[t] * rb;
         lv_convert_row(out + t * C, LV_F32, row, tt, C);
     });
 }

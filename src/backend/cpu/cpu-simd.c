@@ -69,6 +69,39 @@ static float dot_bf16_generic(const float *x, const void *w, int64_t k)
     return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* the F16 scale at the start of a block */
+static inline float block_scale(const unsigned char *b)
+{
+    return lv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+}
+
+static float dot_q8_0_generic(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; i += 32, b += 34) {
+        float t = 0.0f;
+        for (int j = 0; j < 32; j++)
+            t += x[i + j] * (float)(int8_t)b[2 + j];
+        s += block_scale(b) * t;
+    }
+    return s;
+}
+
+static float dot_q4_0_generic(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; i += 32, b += 18) {
+        float t = 0.0f;
+        for (int j = 0; j < 16; j++)
+            t += x[i + j] * (float)((b[2 + j] & 0x0f) - 8) +
+                 x[i + 16 + j] * (float)((b[2 + j] >> 4) - 8);
+        s += block_scale(b) * t;
+    }
+    return s;
+}
+
 #ifdef LV_X86
 /* --- AVX2 + FMA + F16C ------------------------------------------------------------------ */
 
@@ -127,6 +160,48 @@ AVX2 static float dot_bf16_avx2(const float *x, const void *w, int64_t k)
     DOT_AVX2(load_bf16x8, uint16_t, lv_bf16_to_f32)
 }
 
+/* 8 int8 at p as floats */
+AVX2 static __m256 i8x8(const unsigned char *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+AVX2 static float dot_q8_0_avx2(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 32, b += 34) {
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), i8x8(b + 2));
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), i8x8(b + 10), t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), i8x8(b + 18), t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), i8x8(b + 26), t);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale(b)), acc);
+    }
+    return hsum256(acc);
+}
+
+AVX2 static float dot_q4_0_avx2(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    const __m128i lo_mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 32, b += 18) {
+        __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, lo_mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo_mask), eight);
+        __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+        __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+        __m256 h0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+        __m256 h1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), l0);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), l1, t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), h0, t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), h1, t);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale(b)), acc);
+    }
+    return hsum256(acc);
+}
+
 /* --- AVX-512F --------------------------------------------------------------------------- */
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -174,6 +249,41 @@ AVX512 static float dot_bf16_avx512(const float *x, const void *w, int64_t k)
 {
     DOT_AVX512(load_bf16x16, uint16_t, lv_bf16_to_f32)
 }
+/* 16 int8 at p as floats */
+AVX512 static __m512 i8x16(const unsigned char *p)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
+AVX512 static float dot_q8_0_avx512(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 32, b += 34) {
+        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), i8x16(b + 2));
+        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), i8x16(b + 18), t);
+        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale(b)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+AVX512 static float dot_q4_0_avx512(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *b = w;
+    const __m128i lo_mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 32, b += 18) {
+        __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, lo_mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo_mask), eight);
+        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i),
+                                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
+        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), t);
+        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale(b)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
 #endif /* LV_X86 */
 
 /* --- the table and the choice ------------------------------------------------------------ */
@@ -181,14 +291,17 @@ AVX512 static float dot_bf16_avx512(const float *x, const void *w, int64_t k)
 static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
     [CPU_SIMD_GENERIC] = { .name = "generic",
                            .dot = { [LV_F32] = dot_f32_generic, [LV_F16] = dot_f16_generic,
-                                    [LV_BF16] = dot_bf16_generic } },
+                                    [LV_BF16] = dot_bf16_generic, [LV_Q8_0] = dot_q8_0_generic,
+                                    [LV_Q4_0] = dot_q4_0_generic } },
 #ifdef LV_X86
     [CPU_SIMD_AVX2] = { .name = "avx2",
                         .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
-                                 [LV_BF16] = dot_bf16_avx2 } },
+                                 [LV_BF16] = dot_bf16_avx2, [LV_Q8_0] = dot_q8_0_avx2,
+                                 [LV_Q4_0] = dot_q4_0_avx2 } },
     [CPU_SIMD_AVX512] = { .name = "avx512",
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
-                                   [LV_BF16] = dot_bf16_avx512 } },
+                                   [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
+                                   [LV_Q4_0] = dot_q4_0_avx512 } },
 #endif
 };
 

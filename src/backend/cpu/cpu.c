@@ -131,7 +131,6 @@ static void matmul_forward(lv_node *n)
     const lv_tensor *a = n->src[0], *b = n->src[1];
     int ta = !!(n->ip[0] & LV_TRANS_A), tb = !!(n->ip[0] & LV_TRANS_B);
     int64_t batch = n->ip[1], M = n->ip[2], N = n->ip[3], K = n->ip[4];
-    size_t bs = lv_dtype_size(b->dtype);
     if (!n->ip[5] && !ta) {
         /* one shared b: all batches of a are rows of one product */
         cpu_gemm(F(n->out), FC(a), b->data, b->dtype, 0, tb, batch * M, N, K, 0.0f);
@@ -139,7 +138,8 @@ static void matmul_forward(lv_node *n)
     }
     for (int64_t i = 0; i < batch; i++)
         cpu_gemm(F(n->out) + i * M * N, FC(a) + i * M * K,
-                 (const char *)b->data + (n->ip[5] ? i * K * N * (int64_t)bs : 0), b->dtype, ta,
+                 (const char *)b->data + (n->ip[5] ? lv_dtype_bytes(b->dtype, i * K * N) : 0),
+                 b->dtype, ta,
                  tb, M, N, K, 0.0f);
 }
 
@@ -148,7 +148,6 @@ static int matmul_backward(lv_node *n, const float *dc, float *da, float *db)
     const lv_tensor *a = n->src[0], *b = n->src[1];
     int ta = !!(n->ip[0] & LV_TRANS_A), tb = !!(n->ip[0] & LV_TRANS_B);
     int64_t batch = n->ip[1], M = n->ip[2], N = n->ip[3], K = n->ip[4];
-    size_t bs = lv_dtype_size(b->dtype);
     float *bf = NULL;
     if (da && ta && b->dtype != LV_F32) {
         /* b is the left operand here; cpu_gemm converts only right operands */
@@ -160,7 +159,7 @@ static int matmul_backward(lv_node *n, const float *dc, float *da, float *db)
     for (int64_t i = 0; i < batch; i++) {
         const float *dci = dc + i * M * N, *ai = FC(a) + i * M * K;
         int64_t boff = n->ip[5] ? i * K * N : 0;
-        const void *bi = (const char *)b->data + boff * (int64_t)bs;
+        const void *bi = (const char *)b->data + lv_dtype_bytes(b->dtype, boff);
         if (da) {
             float *dai = da + i * M * K;
             if (!ta)   /* dA (M, K) += dC op(B)^T */

@@ -111,7 +111,7 @@ typedef float (*cpu_dot_fn)(const float *x, const void *w, int64_t k);
 
 struct cpu_simd {
     const char *name;                    /* "generic", "avx2", "avx512" */
-    cpu_dot_fn dot[LV_BF16 + 1];         /* by dtype: F32, F16, BF16 */
+    cpu_dot_fn dot[LV_DTYPE_COUNT];      /* by dtype: F32, F16, BF16, Q8_0, Q4_0 (I32: NULL) */
 };
 
 bool cpu_simd_supported(enum cpu_simd_level l);
