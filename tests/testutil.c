@@ -214,3 +214,23 @@ int tu_finish(void)
     printf("%d checks, %d failed\n", n_checks, n_failed);
     return n_failed ? 1 : 0;
 }
+
+double tu_rel_err(const float *a, const double *b, int64_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs(b[i]));
+    }
+    return m > 0 ? e / m : e;
+}
+
+double tu_rel_err_f(const float *a, const float *b, int64_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - (double)b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? e / m : e;
+}

@@ -32,6 +32,9 @@ bool tu_check(const char *name, const float *got, const double *ref, int64_t n, 
 bool tu_check_tensor(const char *name, const lv_tensor *got, const double *ref, double tol);
 /* Record a plain condition. */
 bool tu_assert(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* max|a - b| / max|b| over n values (the per-tensor rule's ratio), b in float64 or float */
+double tu_rel_err(const float *a, const double *b, int64_t n);
+double tu_rel_err_f(const float *a, const float *b, int64_t n);
 
 /* Builds the op under test from its inputs; returns the output (NULL on error). */
 typedef lv_tensor *(*tu_build_fn)(lv_graph *g, lv_tensor **in, void *ctx);

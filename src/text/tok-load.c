@@ -41,6 +41,18 @@ static void describe(lv_tokenizer *tok, const char *what)
              tok->image >= 0 ? ", <image> token" : "");
 }
 
+/* the end of every loader: free on failure, else describe and hand out */
+static int loaded(lv_tokenizer *tok, int rc, const char *what, lv_tokenizer **out)
+{
+    if (rc != LV_OK) {
+        lv_tok_free(tok);
+        return rc;
+    }
+    describe(tok, what);
+    *out = tok;
+    return LV_OK;
+}
+
 /* ----------------------------------------------------------------------------------------
  * tokenizer.model: SentencePiece's protobuf
  */
@@ -262,13 +274,7 @@ int lv_tok_load_spm(lv_tokenizer **out, const void *buf, size_t n, const char *n
             *dst[i] = *ids[i] >= 0 && *ids[i] < tok->n ? (int32_t)*ids[i] : -1;
         rc = tok_finish(tok, name);
     }
-    if (rc != LV_OK) {
-        lv_tok_free(tok);
-        return rc;
-    }
-    describe(tok, "SentencePiece tokenizer.model");
-    *out = tok;
-    return LV_OK;
+    return loaded(tok, rc, "SentencePiece tokenizer.model", out);
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -577,13 +583,7 @@ int lv_tok_load_json(lv_tokenizer **out, const void *buf, size_t n, const char *
         tok->unk = unk ? lv_tok_find(tok, unk, strlen(unk)) : -1;
     }
     json_decref(root);
-    if (rc != LV_OK) {
-        lv_tok_free(tok);
-        return rc;
-    }
-    describe(tok, "Hugging Face tokenizer.json");
-    *out = tok;
-    return LV_OK;
+    return loaded(tok, rc, "Hugging Face tokenizer.json", out);
 }
 
 /* the chat template of a model directory: tokenizer_config.json's "chat_template" (a string,
@@ -853,13 +853,7 @@ int lv_tok_load_llama2c(lv_tokenizer **out, const void *buf, size_t n, const cha
         tok->fuse_unk = true;
         rc = tok_finish(tok, name);
     }
-    if (rc != LV_OK) {
-        lv_tok_free(tok);
-        return rc;
-    }
-    describe(tok, "llama2.c tokenizer.bin");
-    *out = tok;
-    return LV_OK;
+    return loaded(tok, rc, "llama2.c tokenizer.bin", out);
 }
 
 /* ----------------------------------------------------------------------------------------

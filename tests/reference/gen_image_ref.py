@@ -15,13 +15,14 @@ int()-truncated (Image.BICUBIC), a centre crop with offsets rounded down, / 255,
 """
 
 import os
-import struct
+import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-MAGIC = b"LVREF\0\0\0"
-VERSION = 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_llama_lm import write_ref  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = 112
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
@@ -63,18 +64,6 @@ def preprocess(path):
     top, left = (a.shape[0] - SIZE) // 2, (a.shape[1] - SIZE) // 2
     a = a[top:top + SIZE, left:left + SIZE] / 255.0
     return ((a - MEAN) / STD).transpose(2, 0, 1)
-
-
-def write_ref(path, tensors):
-    with open(path + ".tmp", "wb") as f:
-        f.write(MAGIC + struct.pack("<II", VERSION, len(tensors)))
-        for name, a in tensors:
-            a = np.ascontiguousarray(np.asarray(a, dtype="<f8"))
-            nb = name.encode("ascii")
-            f.write(struct.pack("<I", len(nb)) + nb)
-            f.write(struct.pack("<I", a.ndim) + struct.pack("<%dI" % a.ndim, *a.shape))
-            f.write(a.tobytes())
-    os.replace(path + ".tmp", path)
 
 
 def main():

@@ -28,7 +28,6 @@ shape (vocab 96, hidden 48, 2 layers, 6 heads, 2 kv heads, untied head).
 
 import json
 import os
-import struct
 import sys
 
 import numpy as np

@@ -39,26 +39,7 @@
 
 static char tmpdir[256];
 
-/* max|a - b| / max|b| over n values */
-static double rel_err(const float *a, const double *b, int64_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return m > 0 ? e / m : e;
-}
 
-static double rel_err_f(const float *a, const float *b, int64_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - (double)b[i]));
-        m = fmax(m, fabs((double)b[i]));
-    }
-    return m > 0 ? e / m : e;
-}
 
 static bool open_model(const char *path, struct lv_checkpoint *ck, lv_llama **m, int64_t n_ctx)
 {
@@ -85,6 +66,31 @@ static void softmax64(const float *x, double *p, int64_t n)
         s += (p[i] = exp((double)x[i] - mx));
     for (int64_t i = 0; i < n; i++)
         p[i] /= s;
+}
+
+/* teacher-forced top-1 agreement and mean KL(a || b) over T rows of V logits */
+static void agreement(const float *a, const float *b, int64_t T, int64_t V, int *agree,
+                      double *kl)
+{
+    double *p = malloc((size_t)V * sizeof *p), *q = malloc((size_t)V * sizeof *q);
+    *agree = 0;
+    *kl = 0.0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = a + t * V, *y = b + t * V;
+        int64_t ix = 0, iy = 0;
+        for (int64_t i = 1; i < V; i++) {
+            ix = x[i] > x[ix] ? i : ix;
+            iy = y[i] > y[iy] ? i : iy;
+        }
+        *agree += ix == iy;
+        softmax64(x, p, V);
+        softmax64(y, q, V);
+        for (int64_t i = 0; i < V; i++)
+            *kl += p[i] * (log(p[i]) - log(q[i]));
+    }
+    *kl /= (double)T;
+    free(p);
+    free(q);
 }
 
 static void reference(void)
@@ -120,14 +126,14 @@ static void reference(void)
         float *got = malloc((size_t)(T * V) * sizeof *got), *row = malloc((size_t)V * 4);
         all[d] = got;
         int rc = lv_llama_forward(m, ids, T, got, true);
-        double e = rc == LV_OK ? rel_err(got, want->data, T * V) : 1.0;
+        double e = rc == LV_OK ? tu_rel_err(got, want->data, T * V) : 1.0;
         tu_assert(rc == LV_OK && e <= TOL, "%s: prefill logits at all %lld positions: "
                   "relative error %.2e (tol %.0e)", dts[d], (long long)T, e, TOL);
         lv_llama_reset(m);
         double worst = 0.0;
         for (int64_t t = 0; t < T && rc == LV_OK; t++) {
             rc = lv_llama_forward(m, &ids[t], 1, row, false);
-            worst = fmax(worst, rel_err(row, want->data + t * V, V));
+            worst = fmax(worst, tu_rel_err(row, want->data + t * V, V));
         }
         tu_assert(rc == LV_OK && worst <= TOL, "%s: token-by-token decoding with the cache: "
                   "worst relative error %.2e", dts[d], worst);
@@ -139,23 +145,11 @@ static void reference(void)
     for (int d = 1; d < 3 && all[0]; d++) {
         if (!all[d])
             continue;
-        int agree = 0;
-        double kl = 0.0, p[96], q[96];
-        for (int64_t t = 0; t < T; t++) {
-            const float *a = all[0] + t * V, *b = all[d] + t * V;
-            int64_t ia = 0, ib = 0;
-            for (int64_t i = 1; i < V; i++) {
-                ia = a[i] > a[ia] ? i : ia;
-                ib = b[i] > b[ib] ? i : ib;
-            }
-            agree += ia == ib;
-            softmax64(a, p, V);
-            softmax64(b, q, V);
-            for (int64_t i = 0; i < V; i++)
-                kl += p[i] * (log(p[i]) - log(q[i]));
-        }
+        int agree;
+        double kl;
+        agreement(all[0], all[d], T, V, &agree, &kl);
         printf("# %s vs f32: teacher-forced top-1 agreement %d/%lld, mean KL %.3e nats\n",
-               dts[d], agree, (long long)T, kl / (double)T);
+               dts[d], agree, (long long)T, kl);
         tu_assert(agree >= T - 1, "%s agrees with F32 on the top id at %d of %lld positions",
                   dts[d], agree, (long long)T);
     }
@@ -246,7 +240,7 @@ static void stories(const char *conf)
                   "stories260K as a %s: the same 256 ids", labels[i]);
         lv_llama_reset(m);
         int rc = lv_llama_forward(m, seq, 257, other, true);
-        double e = rc == LV_OK ? rel_err_f(other, base, 257 * V) : 1.0;
+        double e = rc == LV_OK ? tu_rel_err_f(other, base, 257 * V) : 1.0;
         tu_assert(e <= TOL, "stories260K as a %s: logits within %.0e (relative error %.2e)",
                   labels[i], TOL, e);
         lv_llama_free(m);
@@ -334,7 +328,7 @@ static void quantised(const char *conf)
     }
     if (lg[0] && lg[1] && lg[2]) {
         /* Q8_0 kept as stored: the same numbers as the dequantised F32 model */
-        double e = rel_err_f(lg[2], lg[1], T * V);
+        double e = tu_rel_err_f(lg[2], lg[1], T * V);
         tu_assert(e <= TOL, "Q8_0 weights as stored: prefill logits within %.1e of the "
                   "dequantised F32 model (1e-5)", e);
         lv_llama *m;
@@ -346,7 +340,7 @@ static void quantised(const char *conf)
                     worst = 1.0;
                     break;
                 }
-                worst = fmax(worst, rel_err_f(row, lg[1] + t * V, V));
+                worst = fmax(worst, tu_rel_err_f(row, lg[1] + t * V, V));
             }
             tu_assert(worst <= TOL, "Q8_0 token by token (matrix-vector kernels): within %.1e "
                       "of the dequantised F32 model", worst);
@@ -354,24 +348,12 @@ static void quantised(const char *conf)
             lv_checkpoint_close(&ck);
         }
         for (int which = 1; which <= 2; which++) {
-        int agree = 0;
-        double kl = 0.0, p[512], q[512];
-        for (int64_t t = 0; t < T; t++) {
-            const float *a = lg[0] + t * V, *b = lg[which] + t * V;
-            int64_t ia = 0, ib = 0;
-            for (int64_t i = 1; i < V; i++) {
-                ia = a[i] > a[ia] ? i : ia;
-                ib = b[i] > b[ib] ? i : ib;
-            }
-            agree += ia == ib;
-            softmax64(a, p, V);
-            softmax64(b, q, V);
-            for (int64_t i = 0; i < V; i++)
-                kl += p[i] * (log(p[i]) - log(q[i]));
-        }
+        int agree;
+        double kl;
+        agreement(lg[0], lg[which], T, V, &agree, &kl);
         printf("# stories260K %s vs F32: teacher-forced top-1 agreement %d/%lld, mean KL "
                "%.3e nats\n", which == 1 ? "Q8_0 dequantised to F32" : "Q8_0 as stored",
-               agree, (long long)T, kl / (double)T);
+               agree, (long long)T, kl);
         }
     }
     for (int i = 0; i < 3; i++)

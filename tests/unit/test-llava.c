@@ -28,15 +28,6 @@
 #define TOL 1e-5
 #define REF_HINT "cd tests/reference && /usr/bin/python3 gen_llava.py"
 
-static double rel_err(const float *a, const double *b, int64_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return m > 0 ? e / m : e;
-}
 
 int main(int argc, char **argv)
 {
@@ -69,8 +60,8 @@ int main(int argc, char **argv)
             px[i] = (float)pixels->data[i];
         tu_assert(lv_clip_n_tokens(v) == 4, "4 image tokens per image");
         int rc = lv_clip_encode(v, px, t, f);
-        double ef = rc == LV_OK ? rel_err(f, feats->data, 4 * 32) : 1.0;
-        double et = rc == LV_OK ? rel_err(t, toks->data, 4 * 48) : 1.0;
+        double ef = rc == LV_OK ? tu_rel_err(f, feats->data, 4 * 32) : 1.0;
+        double et = rc == LV_OK ? tu_rel_err(t, toks->data, 4 * 48) : 1.0;
         tu_assert(ef <= TOL, "tower features (hidden_states[-2], class token dropped): "
                   "relative error %.2e", ef);
         tu_assert(et <= TOL, "projector tokens (linear, GELU, linear): relative error %.2e", et);
@@ -81,7 +72,7 @@ int main(int argc, char **argv)
             for (int i = 0; i < 4 * 48; i++)
                 dt[i] = (float)R->data[i];
             rc = lv_clip_backward(v, px, dt, dp);
-            double eg = rc == LV_OK ? rel_err(dp, gp->data, 3 * 28 * 28) : 1.0;
+            double eg = rc == LV_OK ? tu_rel_err(dp, gp->data, 3 * 28 * 28) : 1.0;
             tu_assert(eg <= TOL, "gradient through the projector and the tower to the pixels: "
                       "relative error %.2e (%s)", eg, rc == LV_OK ? "ok" : lv_errmsg());
         }
@@ -95,7 +86,7 @@ int main(int argc, char **argv)
                   (long long)n);
         if (rc == LV_OK) {
             rc = lv_llama_forward_embd(m, seq, n, out, true);
-            double e = rc == LV_OK ? rel_err(out, logits->data, 10 * 96) : 1.0;
+            double e = rc == LV_OK ? tu_rel_err(out, logits->data, 10 * 96) : 1.0;
             tu_assert(e <= TOL, "logits over the spliced sequence: relative error %.2e", e);
         }
         /* two images, each at its own turn through the cache, against one pass over both */
@@ -179,7 +170,7 @@ int main(int argc, char **argv)
                     rc = lv_vlm_splice(gm, ids, 7, 95, gt, 1, 4, &gseq, &gn);
                 if (rc == LV_OK)
                     rc = lv_llama_forward_embd(gm, gseq, gn, gout, true);
-                double e = rc == LV_OK ? rel_err(gout, logits->data, 10 * 96) : 1.0;
+                double e = rc == LV_OK ? tu_rel_err(gout, logits->data, 10 * 96) : 1.0;
                 tu_assert(e <= TOL, "GGUF + mmproj: the same logits through the GGUF loader: "
                           "relative error %.2e (%s)", e, rc == LV_OK ? "ok" : lv_errmsg());
                 free(gseq);
