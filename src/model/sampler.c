@@ -97,6 +97,45 @@ static int cmp_desc(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
+/* the k best of o[0..n) (by cmp_desc's order) moved to o[0..k), in no particular order:
+ * o[0..k) is kept as a heap whose root is the worst of them */
+static void select_top(struct lv_sampler_cand *o, int64_t n, int64_t k)
+{
+    /* sift down in a heap where the parent is "worse" (later in cmp_desc order) */
+    for (int64_t start = k / 2 - 1; start >= 0; start--)
+        for (int64_t i = start;;) {
+            int64_t c = 2 * i + 1;
+            if (c >= k)
+                break;
+            if (c + 1 < k && cmp_desc(&o[c + 1], &o[c]) > 0)
+                c++;
+            if (cmp_desc(&o[c], &o[i]) <= 0)
+                break;
+            struct lv_sampler_cand t = o[i];
+            o[i] = o[c];
+            o[c] = t;
+            i = c;
+        }
+    for (int64_t j = k; j < n; j++) {
+        if (cmp_desc(&o[j], &o[0]) >= 0)
+            continue;                    /* not better than the worst kept */
+        o[0] = o[j];
+        for (int64_t i = 0;;) {
+            int64_t c = 2 * i + 1;
+            if (c >= k)
+                break;
+            if (c + 1 < k && cmp_desc(&o[c + 1], &o[c]) > 0)
+                c++;
+            if (cmp_desc(&o[c], &o[i]) <= 0)
+                break;
+            struct lv_sampler_cand t = o[i];
+            o[i] = o[c];
+            o[c] = t;
+            i = c;
+        }
+    }
+}
+
 int32_t lv_sampler_sample(lv_sampler *s, const float *logits, float *probs)
 {
     const struct lv_sampler_params *p = &s->p;
@@ -123,9 +162,12 @@ int32_t lv_sampler_sample(lv_sampler *s, const float *logits, float *probs)
         lv_sampler_accept(s, best);
         return best;
     }
-    /* candidates best first; softmax at temperature T over the top k */
-    qsort(o, (size_t)n, sizeof *o, cmp_desc);
+    /* candidates best first; softmax at temperature T over the top k. With top-k the k best
+     * are picked first (a min-heap of k: O(n log k)), so only they are sorted. */
     int64_t k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
+    if (k < n)
+        select_top(o, n, k);
+    qsort(o, (size_t)k, sizeof *o, cmp_desc);
     double mx = (double)o[0].logit / p->temp, sum = 0.0;
     for (int64_t i = 0; i < k; i++)
         sum += (o[i].prob = (float)exp((double)o[i].logit / p->temp - mx));

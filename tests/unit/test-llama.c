@@ -421,6 +421,43 @@ static void sampler(const char *conf)
     tu_assert(probs_are(pr, w, 6), "sampler, repetition/frequency/presence penalties: %.4f "
               "%.4f %.4f %.4f %.4f", pr[0], pr[1], pr[2], pr[3], pr[4]);
     lv_sampler_done(&s);
+    /* top-k picks the k best of a large vocabulary (with ties, lower ids first) */
+    {
+        enum { NV = 1000, K = 37 };
+        static float big[NV], bp[NV];
+        static int order[NV];
+        for (int i = 0; i < NV; i++) {
+            big[i] = (float)((i * 7919) % 211) * 0.05f;     /* many ties */
+            order[i] = i;
+        }
+        for (int i = 1; i < NV; i++)                          /* insertion sort: the reference */
+            for (int j = i; j > 0 && (big[order[j]] > big[order[j - 1]] ||
+                                      (big[order[j]] == big[order[j - 1]] &&
+                                       order[j] < order[j - 1])); j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        struct lv_sampler_params tk = { .temp = 0.7f, .top_k = K, .top_p = 1,
+                                        .repeat_penalty = 1 };
+        lv_sampler_init(&s, &tk, NV, NV);
+        lv_sampler_sample(&s, big, bp);
+        lv_sampler_done(&s);
+        double z = 0.0, worst = 0.0;
+        for (int i = 0; i < K; i++)
+            z += exp((big[order[i]] - big[order[0]]) / 0.7);
+        int outside = 0;
+        for (int i = 0; i < NV; i++) {
+            int rank = 0;
+            while (order[rank] != i)
+                rank++;
+            double want = rank < K ? exp((big[i] - big[order[0]]) / 0.7) / z : 0.0;
+            worst = fmax(worst, fabs(bp[i] - want));
+            outside += rank >= K && bp[i] != 0.0f;
+        }
+        tu_assert(worst <= 1e-6 && outside == 0, "top-k %d of %d logits with ties: the same "
+                  "distribution as a full sort (worst %.1e)", K, NV, worst);
+    }
     /* greedy ignores the masked id with the largest logit */
     struct lv_sampler_params g = { .temp = 0, .top_p = 1, .repeat_penalty = 1 };
     lv_sampler_init(&s, &g, 6, 5);
