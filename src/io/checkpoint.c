@@ -1186,7 +1186,8 @@ static int write_index(const struct lv_checkpoint *ck, const char *dir, const in
             rc = lv_error_status(LV_ENOMEM, "%s: cannot build the index", dir);
     }
     char *text = NULL;
-    if (rc == LV_OK && json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) == 0 &&
+    if (rc == LV_OK &&
+        json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) == 0 &&
         json_object_set(root, "metadata", meta) == 0 &&
         json_object_set(root, "weight_map", map) == 0)
         text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -1308,7 +1309,8 @@ int lv_checkpoint_write_hf(const struct lv_checkpoint *ck, const char *dir,
  * make it a guess */
 static int file_type(const struct lv_checkpoint *ck)
 {
-    const struct lv_ckpt_tensor *t = lv_checkpoint_find(ck, "model.layers.0.self_attn.q_proj.weight");
+    const struct lv_ckpt_tensor *t =
+        lv_checkpoint_find(ck, "model.layers.0.self_attn.q_proj.weight");
     switch (t ? t->type : LV_CKPT_F32) {
     case LV_CKPT_F32: return 0;
     case LV_CKPT_F16: return 1;

@@ -808,10 +808,10 @@ int lv_gguf_open(lv_gguf_file *f, const char *path)
     void *map;
     size_t size;
     memset(f, 0, sizeof *f);
-    int rc0 = lv_map_file(path, UINT64_MAX, &map, &size);
-    if (rc0 != LV_OK)
-        return rc0;
-    int rc = lv_gguf_open_mem(f, map, size, path);
+    int rc = lv_map_file(path, UINT64_MAX, &map, &size);
+    if (rc != LV_OK)
+        return rc;
+    rc = lv_gguf_open_mem(f, map, size, path);
     if (rc != LV_OK) {
         munmap(map, size);
         return rc;

@@ -83,7 +83,8 @@ int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx)
     const struct lv_model_config *c = &ck->config;
     lv_llama *m = NULL;
     int rc = alloc_model(&m, c, n_ctx);
-    if (rc == LV_OK && ((rc = lv_weights_get(&m->w, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
+    if (rc == LV_OK &&
+        ((rc = lv_weights_get(&m->w, ck, "model.embed_tokens.weight", &m->tok_emb)) ||
                         (rc = lv_weights_get(&m->w, ck, "model.norm.weight", &m->norm))))
         goto fail;
     if (rc == LV_OK && c->tied)
@@ -198,19 +199,15 @@ int lv_llama_quantize(lv_llama *m, lv_dtype dtype)
     return rc;
 }
 
-static uint64_t nbytes(const lv_tensor *t)
-{
-    return lv_tensor_nbytes(t);
-}
-
 uint64_t lv_llama_weight_bytes(const lv_llama *m)
 {
-    uint64_t b = nbytes(m->norm) + nbytes(m->lm_head);
+    uint64_t b = lv_tensor_nbytes(m->norm) + lv_tensor_nbytes(m->lm_head);
     for (int64_t l = 0; l < m->c.n_layers; l++) {
         const struct lv_llama_layer *L = &m->layers[l];
-        b += nbytes(L->attn_norm) + nbytes(L->wq) + nbytes(L->wk) + nbytes(L->wv) +
-             nbytes(L->wo) + nbytes(L->ffn_norm) + nbytes(L->w_gate) + nbytes(L->w_up) +
-             nbytes(L->w_down);
+        const lv_tensor *w[] = { L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm,
+                                 L->w_gate, L->w_up, L->w_down };
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            b += lv_tensor_nbytes(w[i]);
     }
     return b;
 }
@@ -257,7 +254,7 @@ static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all
 {
     const struct lv_model_config *c = &m->c;
     lv_graph *g = m->g;
-    int64_t H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, C = c->dim;
+    int64_t H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim;
     float eps = c->norm_eps, scale = 1.0f / sqrtf((float)D);
     int64_t ps = T;
     lv_tensor *pos = lv_new(g, LV_I32, 1, &ps);
@@ -292,7 +289,6 @@ static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all
         return LV_ERR;
     if (logits)
         lv_tensor_to_f32(logits, out);
-    (void)C;
     return LV_OK;
 }
 

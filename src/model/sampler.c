@@ -97,43 +97,35 @@ static int cmp_desc(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* the k best of o[0..n) (by cmp_desc's order) moved to o[0..k), in no particular order:
- * o[0..k) is kept as a heap whose root is the worst of them */
+/* restore the heap below o[i] (o[0..k)): a parent is never better than its children in
+ * cmp_desc's order, so the root is the worst candidate kept */
+static void sift_down(struct lv_sampler_cand *o, int64_t k, int64_t i)
+{
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= k)
+            return;
+        if (c + 1 < k && cmp_desc(&o[c + 1], &o[c]) > 0)
+            c++;
+        if (cmp_desc(&o[c], &o[i]) <= 0)
+            return;
+        struct lv_sampler_cand t = o[i];
+        o[i] = o[c];
+        o[c] = t;
+        i = c;
+    }
+}
+
+/* the k best of o[0..n) (by cmp_desc's order) moved to o[0..k), in no particular order */
 static void select_top(struct lv_sampler_cand *o, int64_t n, int64_t k)
 {
-    /* sift down in a heap where the parent is "worse" (later in cmp_desc order) */
-    for (int64_t start = k / 2 - 1; start >= 0; start--)
-        for (int64_t i = start;;) {
-            int64_t c = 2 * i + 1;
-            if (c >= k)
-                break;
-            if (c + 1 < k && cmp_desc(&o[c + 1], &o[c]) > 0)
-                c++;
-            if (cmp_desc(&o[c], &o[i]) <= 0)
-                break;
-            struct lv_sampler_cand t = o[i];
-            o[i] = o[c];
-            o[c] = t;
-            i = c;
+    for (int64_t i = k / 2 - 1; i >= 0; i--)
+        sift_down(o, k, i);
+    for (int64_t j = k; j < n; j++)
+        if (cmp_desc(&o[j], &o[0]) < 0) {      /* better than the worst kept */
+            o[0] = o[j];
+            sift_down(o, k, 0);
         }
-    for (int64_t j = k; j < n; j++) {
-        if (cmp_desc(&o[j], &o[0]) >= 0)
-            continue;                    /* not better than the worst kept */
-        o[0] = o[j];
-        for (int64_t i = 0;;) {
-            int64_t c = 2 * i + 1;
-            if (c >= k)
-                break;
-            if (c + 1 < k && cmp_desc(&o[c + 1], &o[c]) > 0)
-                c++;
-            if (cmp_desc(&o[c], &o[i]) <= 0)
-                break;
-            struct lv_sampler_cand t = o[i];
-            o[i] = o[c];
-            o[c] = t;
-            i = c;
-        }
-    }
 }
 
 int32_t lv_sampler_sample(lv_sampler *s, const float *logits, float *probs)

@@ -71,19 +71,19 @@ char *lv_template_user_turn(const struct lv_template *t, const char *system, con
     switch (t->kind) {
     case K_LLAVA:
     case K_VICUNA:
-        return lv_strdupf("%s%s%sUSER: %s%s ASSISTANT:", bos, has_sys ? sys : "", has_sys ? " " : "",
-                   img, text);
+        return lv_strdupf("%s%s%sUSER: %s%s ASSISTANT:", bos, has_sys ? sys : "",
+                          has_sys ? " " : "", img, text);
     case K_LLAMA2:
         if (has_sys)
             return lv_strdupf("<s>[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s%s [/INST]", sys, img, text);
         return lv_strdupf("<s>[INST] %s%s [/INST]", img, text);
     case K_MISTRAL:
-        return lv_strdupf("%s[INST] %s%s%s%s [/INST]", bos, has_sys ? sys : "", has_sys ? "\n\n" : "",
-                   img, text);
+        return lv_strdupf("%s[INST] %s%s%s%s [/INST]", bos, has_sys ? sys : "",
+                          has_sys ? "\n\n" : "", img, text);
     case K_CHATML:
         return lv_strdupf("%s%s%s<|im_start|>user\n%s%s<|im_end|>\n<|im_start|>assistant\n",
-                   has_sys ? "<|im_start|>system\n" : "", has_sys ? sys : "",
-                   has_sys ? "<|im_end|>\n" : "", img, text);
+                          has_sys ? "<|im_start|>system\n" : "", has_sys ? sys : "",
+                          has_sys ? "<|im_end|>\n" : "", img, text);
     }
     return NULL;
 }

@@ -64,10 +64,10 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
         free(w);
         return rc;
     }
-    if (!m->widened)
+    if (!m->converted)
         fprintf(stderr, "lavinia: note: %s: %s weights are converted to Q8_0 at load\n",
                 ck->path, t->type_name);
-    m->widened = true;
+    m->converted = true;
     *dt = LV_Q8_0;
     *out = w;
     return LV_OK;

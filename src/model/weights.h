@@ -16,9 +16,9 @@
 
 struct lv_weights {
     lv_tensor **tensors;          /* every header handed out */
-    void **copies;                /* data copied or widened */
+    void **copies;                /* data copied or converted */
     int n_tensors, n_copies;
-    bool widened;                 /* k-quants were converted (said once on stderr) */
+    bool converted;               /* k-quants were converted (said once on stderr) */
 };
 
 /* The tensor called name (canonical) in ck; an error names the file and the tensor. */

@@ -507,11 +507,7 @@ static int json_model(lv_tokenizer *tok, const json_t *root, const char *name)
         }
         int t = ptype[id];
         if (unk && strcmp(piece[id], unk) == 0)
-            t = LV_TOK_UNKNOWN;
-        else if (t == LV_TOK_NORMAL && tok->byte_fallback && plen[id] == 6 &&
-                 memcmp(piece[id], "<0x", 3) == 0 && piece[id][5] == '>' &&
-                 strchr("0123456789ABCDEF", piece[id][3]) && strchr("0123456789ABCDEF", piece[id][4]))
-            t = LV_TOK_BYTE;
+            t = LV_TOK_UNKNOWN;      /* <0xNN> pieces become BYTE in tok_finish */
         rc = tok_add_piece(tok, piece[id], plen[id], 0.0f, t, name);
     }
     free(piece);

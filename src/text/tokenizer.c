@@ -245,6 +245,10 @@ int tok_finish(lv_tokenizer *tok, const char *what)
                                 (int)(n > 40 ? 40 : n), s);
         }
         tok->slots[h] = id;
+        /* tokenizer.json has no piece types: with byte fallback, <0xNN> pieces are bytes */
+        if (tok->source == LV_TOK_SRC_JSON && tok->byte_fallback &&
+            tok->type[id] == LV_TOK_NORMAL && byte_piece(s, n) >= 0)
+            tok->type[id] = LV_TOK_BYTE;
         if (tok->type[id] == LV_TOK_BYTE) {
             int b = byte_piece(s, n);
             if (b < 0)
@@ -701,7 +705,8 @@ static int encode_spm(const lv_tokenizer *tok, struct scratch *s, struct emit *e
         }
         if (reprefix && i > seg && tok->prefix == TOK_PREFIX_TEXT) {
             again.n = 0;
-            if ((rc = lv_buf_put(&again, sp, sn)) || (rc = lv_buf_put(&again, b.p + seg, i - seg)) ||
+            if ((rc = lv_buf_put(&again, sp, sn)) ||
+                (rc = lv_buf_put(&again, b.p + seg, i - seg)) ||
                 (rc = bpe_word(tok, s, e, again.p, again.n)))
                 break;
         } else if ((rc = bpe_word(tok, s, e, b.p + seg, i - seg))) {

@@ -4,10 +4,11 @@
  * The output is cut into fixed tiles (TILE_M x TILE_N) and each tile is one single-threaded
  * sgemm, run in parallel over tiles: OpenBLAS's own threads split the work by thread count,
  * which changes the rounding, so lavinia keeps OpenBLAS at one thread (cpu.c) and owns the
- * parallelism. F16 and BF16 right-hand sides are converted to F32 one panel at a time into a
- * per-thread buffer of CONV_FLOATS floats (allocated on a thread's first use, freed when it
- * exits), so a product never allocates in steady state and never holds a whole F32 copy of a
- * large weight. The performance work replaces this with kernels that read narrow types.
+ * parallelism. F16, BF16, Q8_0 and Q4_0 right-hand sides are converted to F32 one panel at a
+ * time into the thread's scratch buffer (cpu_scratch: allocated on first use, freed when the
+ * thread exits), so a product never allocates in steady state and never holds a whole F32
+ * copy of a large weight. Up to GEMV_MAX_M rows of activations skip all this: the
+ * matrix-vector kernels of cpu-simd.c read the narrow types directly.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -19,10 +20,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#define CONV_FLOATS ((int64_t)1 << 18)    /* 1 MiB of F32 per thread */
 
 static pthread_key_t conv_key;
-static float *conv_buffer(void);
 static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
 
 static void conv_key_make(void)
@@ -32,15 +31,10 @@ static void conv_key_make(void)
 
 float *cpu_scratch(void)
 {
-    return conv_buffer();
-}
-
-static float *conv_buffer(void)
-{
     pthread_once(&conv_once, conv_key_make);
     float *buf = pthread_getspecific(conv_key);
     if (!buf) {
-        buf = malloc((size_t)CONV_FLOATS * sizeof *buf);
+        buf = malloc((size_t)CPU_SCRATCH_FLOATS * sizeof *buf);
         pthread_setspecific(conv_key, buf);
     }
     return buf;
@@ -93,9 +87,9 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
         sgemm(ct, at, tb ? bf + n0 * K : bf + n0, ta, tb, mm, nn, K, lda, tb ? K : N, N, beta);
         return;
     }
-    float *buf = conv_buffer();
+    float *buf = cpu_scratch();
     /* panels of k: whole blocks for block types (K and the tiles are multiples of 32) */
-    int64_t kb = buf ? CONV_FLOATS / nn / LV_QBLOCK * LV_QBLOCK : 0;
+    int64_t kb = buf ? CPU_SCRATCH_FLOATS / nn / LV_QBLOCK * LV_QBLOCK : 0;
     if (kb == 0) {
         /* no buffer (out of memory for 1 MiB): convert one row at a time */
         float row[LV_QBLOCK];
