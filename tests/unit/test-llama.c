@@ -360,6 +360,90 @@ static void quantised(const char *conf)
         free(lg[i]);
 }
 
+/* a one-layer model (dim 256) whose matrices are Q4_K (random blocks with sane scales), or
+ * (as_q8) the same values dequantised and requantised to Q8_0 */
+static bool write_kquant(const char *path, bool as_q8)
+{
+    enum { KD = 256, KV = 16, KB = 144 };
+    static const char *const mats[] = { "token_embd.weight", "blk.0.attn_q.weight",
+                                        "blk.0.attn_k.weight", "blk.0.attn_v.weight",
+                                        "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+                                        "blk.0.ffn_up.weight", "blk.0.ffn_down.weight" };
+    static uint8_t q4k[8][KD * KD / 256 * KB], q8[8][KD * KD / 32 * 34];
+    static float f[KD * KD], ones[KD];
+    lv_gguf_writer *w = lv_gguf_writer_new();
+    lv_gguf_writer_add_str(w, "general.architecture", "llama");
+    lv_gguf_writer_add_u32(w, "llama.block_count", 1);
+    lv_gguf_writer_add_u32(w, "llama.embedding_length", KD);
+    lv_gguf_writer_add_u32(w, "llama.feed_forward_length", KD);
+    lv_gguf_writer_add_u32(w, "llama.attention.head_count", 4);
+    lv_gguf_writer_add_u32(w, "llama.context_length", 32);
+    uint32_t rng = 12345;
+    for (int i = 0; i < 8; i++) {
+        int64_t rows = i == 0 ? KV : KD, n = rows * KD, shape[2] = { rows, KD };
+        for (int64_t b = 0; b < n / 256; b++) {
+            uint8_t *blk = q4k[i] + b * KB;
+            for (int j = 0; j < KB; j++) {
+                rng = rng * 1103515245u + 12345u;
+                blk[j] = (uint8_t)(rng >> 16);
+            }
+            uint16_t d = lv_f32_to_f16(0.002f), dmin = lv_f32_to_f16(0.001f);
+            blk[0] = (uint8_t)d;
+            blk[1] = (uint8_t)(d >> 8);
+            blk[2] = (uint8_t)dmin;
+            blk[3] = (uint8_t)(dmin >> 8);
+        }
+        if (!as_q8) {
+            lv_gguf_writer_add_tensor(w, mats[i], LV_GGML_TYPE_Q4_K, 2, shape, q4k[i],
+                                      lv_ggml_nbytes(LV_GGML_TYPE_Q4_K, n));
+            continue;
+        }
+        lv_gguf_dequantize(LV_GGML_TYPE_Q4_K, q4k[i], f, n);
+        lv_gguf_quantize_q8_0(f, q8[i], n);
+        lv_gguf_writer_add_tensor(w, mats[i], LV_GGML_TYPE_Q8_0, 2, shape, q8[i],
+                                  lv_ggml_nbytes(LV_GGML_TYPE_Q8_0, n));
+    }
+    for (int i = 0; i < KD; i++)
+        ones[i] = 1.0f;
+    int64_t d = KD;
+    lv_gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", 0, 1, &d, ones, sizeof ones);
+    lv_gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", 0, 1, &d, ones, sizeof ones);
+    lv_gguf_writer_add_tensor(w, "output_norm.weight", 0, 1, &d, ones, sizeof ones);
+    bool ok = lv_gguf_writer_write(w, path) == LV_OK;
+    lv_gguf_writer_free(w);
+    return ok;
+}
+
+/* k-quant weights become Q8_0 at load: the same logits as the Q8_0 of their values */
+static void kquant(void)
+{
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/q4k.gguf", tmpdir);
+    snprintf(b, sizeof b, "%s/q4k-as-q8.gguf", tmpdir);
+    if (!tu_assert(write_kquant(a, false) && write_kquant(b, true), "Q4_K GGUF written"))
+        return;
+    static float la[8 * 16], lb[8 * 16];
+    int32_t ids[8] = { 1, 5, 9, 2, 14, 7, 3, 11 };
+    const char *paths[2] = { a, b };
+    float *outs[2] = { la, lb };
+    int ok = 0;
+    for (int i = 0; i < 2; i++) {
+        struct lv_checkpoint ck;
+        lv_llama *m;
+        if (!open_model(paths[i], &ck, &m, 0))
+            continue;
+        const lv_tensor *wq = m->layers[0].wq;
+        ok += lv_llama_forward(m, ids, 8, outs[i], true) == LV_OK && wq->dtype == LV_Q8_0;
+        lv_llama_free(m);
+        lv_checkpoint_close(&ck);
+    }
+    bool finite = true;
+    for (int i = 0; i < 8 * 16; i++)
+        finite = finite && isfinite(la[i]) && la[i] != 0.0f;
+    tu_assert(ok == 2 && finite && memcmp(la, lb, sizeof la) == 0, "Q4_K weights converted "
+              "to Q8_0 at load give the logits of the same values stored as Q8_0, bit for bit");
+}
+
 /* ----------------------------------------------------------------------------------------
  * 3. the sampler
  */
@@ -549,6 +633,7 @@ int main(int argc, char **argv)
     reference();
     stories(conf);
     quantised(conf);
+    kquant();
     sampler(conf);
     context();
     char cmd[400];
