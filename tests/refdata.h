@@ -23,7 +23,7 @@
 
 #include "lavinia/tensor.h"
 
-#define REF_MAX_COUNT 64
+#define REF_MAX_COUNT 256
 #define REF_MAX_NAME  63
 
 /* One tensor of a reference file. */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lavinia/error.h"
+#include "peft/adapter.h"
 #include "model/weights.h"
 
 #define VM "vision_tower.vision_model."
@@ -172,6 +173,23 @@ int64_t lv_clip_n_tokens(const lv_clip *v)
     return side * side + (v->c.vision_feature_full ? 1 : 0);
 }
 
+static int vit_site(const lv_clip *v, int layer, enum lv_vit_site k)
+{
+    return v->peft ? lv_site_vit(v->peft->sites, layer, k) : 0;
+}
+
+/* the adapters at a site: y (the base output; for stream sites x itself) plus theirs */
+static lv_tensor *site(lv_clip *v, int i, lv_tensor *x, lv_tensor *y)
+{
+    return lv_peft_stack_active(v->peft, i) ? lv_peft_stack_apply(v->peft, v->g, i, x, y, NULL, 0)
+                                            : y;
+}
+
+static lv_tensor *proj(lv_clip *v, int i, lv_tensor *x, lv_tensor *w, lv_tensor *b)
+{
+    return site(v, i, x, lv_linear(v->g, x, w, b));
+}
+
 /* the tower and projector on img in v's graph: the projector's output, or NULL */
 static lv_tensor *forward(lv_clip *v, lv_tensor *img, float *features)
 {
@@ -188,28 +206,32 @@ static lv_tensor *forward(lv_clip *v, lv_tensor *img, float *features)
     x = lv_layernorm(g, x, v->pre_ln_w, v->pre_ln_b, eps);
     for (int64_t l = 0; x && l < v->n_run; l++) {
         const struct lv_clip_layer *Y = &v->layers[l];
+        int l_ = (int)l;
         lv_tensor *n = lv_layernorm(g, x, Y->ln1_w, Y->ln1_b, eps);
-        lv_tensor *q = lv_reshape(g, lv_linear(g, n, Y->q_w, Y->q_b), 3,
+        n = site(v, vit_site(v, l_, LV_VIT_ATTN_IN), n, n);
+        lv_tensor *q = lv_reshape(g, proj(v, vit_site(v, l_, LV_VIT_Q), n, Y->q_w, Y->q_b), 3,
                                   (int64_t[]){ N + 1, H, HD });
-        lv_tensor *k = lv_reshape(g, lv_linear(g, n, Y->k_w, Y->k_b), 3,
+        lv_tensor *k = lv_reshape(g, proj(v, vit_site(v, l_, LV_VIT_K), n, Y->k_w, Y->k_b), 3,
                                   (int64_t[]){ N + 1, H, HD });
-        lv_tensor *vv = lv_reshape(g, lv_linear(g, n, Y->v_w, Y->v_b), 3,
+        lv_tensor *vv = lv_reshape(g, proj(v, vit_site(v, l_, LV_VIT_V), n, Y->v_w, Y->v_b), 3,
                                    (int64_t[]){ N + 1, H, HD });
         lv_tensor *a = lv_attention(g, q, k, vv, NULL, NULL, 1.0f / sqrtf((float)HD), 0);
         a = lv_reshape(g, a, 2, (int64_t[]){ N + 1, D });
-        x = lv_add(g, x, lv_linear(g, a, Y->o_w, Y->o_b));
+        x = lv_add(g, x, proj(v, vit_site(v, l_, LV_VIT_O), a, Y->o_w, Y->o_b));
         lv_tensor *f = lv_layernorm(g, x, Y->ln2_w, Y->ln2_b, eps);
-        f = lv_linear(g, f, Y->fc1_w, Y->fc1_b);
+        f = site(v, vit_site(v, l_, LV_VIT_MLP_IN), f, f);
+        f = proj(v, vit_site(v, l_, LV_VIT_FC1), f, Y->fc1_w, Y->fc1_b);
         f = quick ? lv_quick_gelu(g, f) : lv_gelu(g, f);
-        x = lv_add(g, x, lv_linear(g, f, Y->fc2_w, Y->fc2_b));
+        x = lv_add(g, x, proj(v, vit_site(v, l_, LV_VIT_FC2), f, Y->fc2_w, Y->fc2_b));
     }
     if (x && !v->c.vision_feature_full)
         x = lv_slice(g, x, 0, 1, N);
     if (x && features)
         lv_tensor_to_f32(features, x);
-    lv_tensor *y = x ? lv_linear(g, x, v->proj1_w, v->proj1_b) : NULL;
+    int p1 = v->peft ? lv_site_proj(v->peft->sites, 0) : 0;
+    lv_tensor *y = x ? proj(v, p1, x, v->proj1_w, v->proj1_b) : NULL;
     if (y && v->c.projector == LV_PROJ_MLP2X_GELU)
-        y = lv_linear(g, lv_gelu(g, y), v->proj2_w, v->proj2_b);
+        y = proj(v, p1 + 1, lv_gelu(g, y), v->proj2_w, v->proj2_b);
     return y;
 }
 
@@ -240,7 +262,10 @@ int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, floa
     if (!img)
         return lv_error_status(LV_ENOMEM, "vision: out of memory");
     memcpy(img->data, pixels, (size_t)(vc->n_channels * S * S) * sizeof(float));
-    lv_tensor_set_param(img);
+    if (dpixels)
+        lv_tensor_set_param(img);
+    else
+        lv_tensor_set_frozen(img);
     lv_tensor *y = forward(v, img, NULL);
     int rc = LV_ERR;
     if (y) {
@@ -248,7 +273,7 @@ int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, floa
         rc = dy ? lv_backward_with(v->g, y, dy) : lv_error_status(LV_ENOMEM, "out of memory");
         lv_tensor_free(dy);
     }
-    if (rc == LV_OK)
+    if (rc == LV_OK && dpixels)
         lv_tensor_to_f32(dpixels, img->grad);
     lv_graph_reset(v->g);
     lv_graph_set_recording(v->g, false);

@@ -39,6 +39,7 @@ struct lv_clip {
     int64_t n_run;                 /* blocks that run (up to the feature layer) */
     lv_tensor *proj1_w, *proj1_b, *proj2_w, *proj2_b;
     lv_graph *g;
+    struct lv_peft_stack *peft;    /* adapters called at the tower's and projector's sites */
     lv_tensor **owned;
     void **copies;
     int n_owned, n_copies;
@@ -56,8 +57,8 @@ int64_t lv_clip_n_tokens(const lv_clip *v);
  * projector's output); features (optional): n_tokens x vision dim (before the projector). */
 int lv_clip_encode(lv_clip *v, const float *pixels, float *tokens, float *features);
 /* Backward through the tower and projector: the gradient of a loss whose gradient at the
- * tokens is dtokens (n_tokens x text dim) reaches dpixels (3 x S x S). Frozen weights get
- * none; adapters placed in the tower get theirs the same way. */
+ * tokens is dtokens (n_tokens x text dim) reaches dpixels (3 x S x S; NULL: not wanted).
+ * Frozen weights get none; adapters at the tower's and projector's sites accumulate theirs. */
 int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, float *dpixels);
 
 #endif /* LV_MODEL_CLIP_H */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "lavinia/error.h"
+#include "peft/adapter.h"
 
 /* ----------------------------------------------------------------------------------------
  * loading
@@ -250,7 +251,27 @@ int64_t lv_llama_vocab(const lv_llama *m)
  * forward
  */
 
-static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all)
+static int site_of(const lv_llama *m, int layer, enum lv_llm_site k)
+{
+    return m->peft ? lv_site_llm(m->peft->sites, layer, k) : 0;
+}
+
+/* a linear projection and the adapters at its site */
+static lv_tensor *proj(lv_llama *m, int site, lv_tensor *x, lv_tensor *w)
+{
+    lv_tensor *y = lv_linear(m->g, x, w, NULL);
+    return lv_peft_stack_active(m->peft, site)
+               ? lv_peft_stack_apply(m->peft, m->g, site, x, y, NULL, m->pos) : y;
+}
+
+/* the normalised residual stream and the adapters at its site */
+static lv_tensor *stream(lv_llama *m, int site, lv_tensor *x)
+{
+    return lv_peft_stack_active(m->peft, site)
+               ? lv_peft_stack_apply(m->peft, m->g, site, x, x, NULL, m->pos) : x;
+}
+
+static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, bool head, bool all)
 {
     const struct lv_model_config *c = &m->c;
     lv_graph *g = m->g;
@@ -259,15 +280,17 @@ static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all
     int64_t ps = T;
     lv_tensor *pos = lv_new(g, LV_I32, 1, &ps);
     if (!pos)
-        return LV_ERR;
+        return NULL;
     for (int64_t t = 0; t < T; t++)
         ((int32_t *)pos->data)[t] = (int32_t)(m->pos + t);
     for (int64_t l = 0; x && l < c->n_layers; l++) {
         const struct lv_llama_layer *L = &m->layers[l];
+        int l_ = (int)l;
         lv_tensor *n = lv_rmsnorm(g, x, L->attn_norm, eps);
-        lv_tensor *q = lv_linear(g, n, L->wq, NULL);
-        lv_tensor *k = lv_linear(g, n, L->wk, NULL);
-        lv_tensor *v = lv_linear(g, n, L->wv, NULL);
+        n = stream(m, site_of(m, l_, LV_LLM_ATTN_IN), n);
+        lv_tensor *q = proj(m, site_of(m, l_, LV_LLM_Q), n, L->wq);
+        lv_tensor *k = proj(m, site_of(m, l_, LV_LLM_K), n, L->wk);
+        lv_tensor *v = proj(m, site_of(m, l_, LV_LLM_V), n, L->wv);
         q = lv_reshape(g, q, 3, (int64_t[]){ T, H, D });
         k = lv_reshape(g, k, 3, (int64_t[]){ T, KV, D });
         v = lv_reshape(g, v, 3, (int64_t[]){ T, KV, D });
@@ -275,16 +298,23 @@ static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all
         k = lv_rope(g, k, pos, m->rope, c->rope_theta, m->rope_scale);
         lv_tensor *a = lv_attention(g, q, k, v, NULL, &m->cache[l], scale, LV_ATTN_CAUSAL);
         a = lv_reshape(g, a, 2, (int64_t[]){ T, H * D });
-        lv_tensor *h = lv_add(g, x, lv_linear(g, a, L->wo, NULL));
+        lv_tensor *h = lv_add(g, x, proj(m, site_of(m, l_, LV_LLM_O), a, L->wo));
         lv_tensor *f = lv_rmsnorm(g, h, L->ffn_norm, eps);
-        f = lv_swiglu(g, lv_linear(g, f, L->w_gate, NULL), lv_linear(g, f, L->w_up, NULL));
-        x = lv_add(g, h, lv_linear(g, f, L->w_down, NULL));
+        f = stream(m, site_of(m, l_, LV_LLM_FFN_IN), f);
+        f = lv_swiglu(g, proj(m, site_of(m, l_, LV_LLM_GATE), f, L->w_gate),
+                      proj(m, site_of(m, l_, LV_LLM_UP), f, L->w_up));
+        x = lv_add(g, h, proj(m, site_of(m, l_, LV_LLM_DOWN), f, L->w_down));
     }
     if (x && !all && T > 1)
         x = lv_slice(g, x, 0, T - 1, 1);
     if (x)
         x = lv_rmsnorm(g, x, m->norm, eps);
-    lv_tensor *out = x && logits ? lv_linear(g, x, m->lm_head, NULL) : x;
+    return x && head ? proj(m, m->peft ? lv_site_head(m->peft->sites) : 0, x, m->lm_head) : x;
+}
+
+static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all)
+{
+    lv_tensor *out = forward_graph(m, x, T, logits != NULL, all);
     if (!out)
         return LV_ERR;
     if (logits)
@@ -301,7 +331,7 @@ static int begin(lv_llama *m, int64_t n)
                         "used)", (long long)n, (long long)m->pos, (long long)m->n_ctx);
     lv_graph_reset(m->g);
     lv_graph_set_recording(m->g, false);
-    return LV_OK;
+    return m->pos == 0 ? lv_peft_stack_begin(m->peft, m->g) : LV_OK;
 }
 
 /* after a failure the cache keeps what it had */
@@ -328,6 +358,8 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
         return LV_ERR;
     memcpy(t->data, ids, (size_t)n * sizeof *ids);
     lv_tensor *x = lv_embedding(m->g, m->tok_emb, t);
+    if (lv_peft_stack_active(m->peft, LV_SITE_EMBED_INDEX))
+        x = lv_peft_stack_apply(m->peft, m->g, LV_SITE_EMBED_INDEX, x, x, t, m->pos);
     return finish(m, n, x ? forward(m, x, n, logits, all) : LV_ERR);
 }
 
@@ -355,4 +387,69 @@ int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logi
         return LV_ERR;
     memcpy(x->data, embd, (size_t)(n * m->c.dim) * sizeof(float));
     return finish(m, n, forward(m, x, n, logits, all));
+}
+
+/* ----------------------------------------------------------------------------------------
+ * gradients
+ */
+
+static int backward_pass(lv_llama *m, lv_tensor *x, lv_tensor *leaf, int64_t n,
+                         const float *dlogits, float *logits, float *dembd)
+{
+    lv_tensor *y = x ? forward_graph(m, x, n, true, true) : NULL;
+    int rc = y ? LV_OK : LV_ERR;
+    if (rc == LV_OK && logits)
+        lv_tensor_to_f32(logits, y);
+    lv_tensor *dy = rc == LV_OK ? lv_tensor_wrap((void *)dlogits, LV_F32, y->ndim, y->shape)
+                                : NULL;
+    if (rc == LV_OK)
+        rc = dy ? lv_backward_with(m->g, y, dy) : lv_error_status(LV_ENOMEM, "out of memory");
+    lv_tensor_free(dy);
+    if (rc == LV_OK && dembd && leaf && leaf->grad)
+        lv_tensor_to_f32(dembd, leaf->grad);
+    rc = finish(m, n, rc);
+    lv_graph_reset(m->g);
+    lv_graph_set_recording(m->g, false);
+    return rc;
+}
+
+int lv_llama_backward(lv_llama *m, const int32_t *ids, const float *embd, int64_t n,
+                      const float *dlogits, float *logits, float *dembd)
+{
+    lv_llama_reset(m);
+    int rc = begin(m, n);
+    if (rc)
+        return rc;
+    lv_graph_set_recording(m->g, true);
+    lv_tensor *x = NULL, *leaf = NULL;
+    if (ids) {
+        for (int64_t i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= m->c.vocab)
+                return lv_error("model: token id %d is outside the vocabulary (0..%lld)",
+                                ids[i], (long long)m->c.vocab - 1);
+        lv_tensor *t = lv_new(m->g, LV_I32, 1, &n);
+        if (t)
+            memcpy(t->data, ids, (size_t)n * sizeof *ids);
+        x = t ? lv_embedding(m->g, m->tok_emb, t) : NULL;
+        if (lv_peft_stack_active(m->peft, LV_SITE_EMBED_INDEX))
+            x = lv_peft_stack_apply(m->peft, m->g, LV_SITE_EMBED_INDEX, x, x, t, m->pos);
+        return backward_pass(m, x, NULL, n, dlogits, logits, NULL);
+    }
+    int64_t shape[2] = { n, m->c.dim };
+    if (!(leaf = lv_tensor_new(LV_F32, 2, shape)))
+        return lv_error_status(LV_ENOMEM, "model: out of memory");
+    memcpy(leaf->data, embd, (size_t)(n * m->c.dim) * sizeof(float));
+    if (dembd)
+        lv_tensor_set_param(leaf);
+    else
+        lv_tensor_set_frozen(leaf);
+    rc = backward_pass(m, leaf, leaf, n, dlogits, logits, dembd);
+    lv_tensor_free(leaf);
+    return rc;
+}
+
+void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st)
+{
+    m->peft = st;
+    lv_llama_reset(m);
 }

@@ -46,6 +46,7 @@ struct lv_llama {
     float rope_scale;
     lv_graph *g;
     struct lv_weights w;                   /* every weight, for freeing */
+    struct lv_peft_stack *peft;            /* adapters called at each site, or NULL */
 };
 
 /* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:
@@ -77,5 +78,18 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
 int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out);
 /* The same from input embeddings (n x C floats): image tokens spliced by the vision code. */
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all);
+
+/* The adapter stack the model calls at its sites (NULL: none); the stack is borrowed. The
+ * cache is forgotten: cached positions were computed with the previous adapters. */
+struct lv_peft_stack;
+void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st);
+
+/* Gradients through a fresh sequence of n positions (the cache is reset first and holds the
+ * sequence afterwards): from ids, or from input embeddings embd (n x C) when ids is NULL.
+ * dlogits (n x V) is the loss's gradient with respect to every row of logits. Trainable
+ * tensors (adapter parameters) accumulate their gradients; logits (n x V) and dembd (n x C,
+ * embd only) receive the forward's logits and the input's gradient when not NULL. */
+int lv_llama_backward(lv_llama *m, const int32_t *ids, const float *embd, int64_t n,
+                      const float *dlogits, float *logits, float *dembd);
 
 #endif /* LV_MODEL_LLAMA_H */

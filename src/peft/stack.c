@@ -1,0 +1,156 @@
+/*
+ * stack.c: the adapter stack, called by the models at every site.
+ *
+ * A site with no enabled adapter of nonzero scale costs one array lookup and returns the base
+ * output itself, so a disabled stack leaves the model's results bit-identical.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "peft/adapter.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lavinia/error.h"
+
+struct lv_peft_stack *lv_peft_stack_new(const struct lv_site_table *sites)
+{
+    struct lv_peft_stack *st = calloc(1, sizeof *st);
+    if (st && !(st->active = calloc((size_t)sites->n, sizeof *st->active))) {
+        free(st);
+        st = NULL;
+    }
+    if (!st) {
+        lv_error_status(LV_ENOMEM, "adapters: out of memory");
+        return NULL;
+    }
+    st->sites = sites;
+    return st;
+}
+
+void lv_peft_stack_free(struct lv_peft_stack *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < st->n; i++)
+        lv_adapter_free(st->a[i]);
+    free(st->a);
+    free(st->active);
+    free(st);
+}
+
+static void recount(struct lv_peft_stack *st)
+{
+    memset(st->active, 0, (size_t)st->sites->n * sizeof *st->active);
+    for (int k = 0; k < st->n; k++) {
+        const struct lv_adapter *a = st->a[k];
+        if (!a->enabled || a->scale == 0.0f)
+            continue;
+        for (int i = 0; i < st->sites->n; i++)
+            st->active[i] += a->at[i].on || a->at[i].save_w;
+    }
+}
+
+int lv_peft_stack_add(struct lv_peft_stack *st, struct lv_adapter *a)
+{
+    if (a->sites != st->sites)
+        return lv_error("%s: made for another model", a->name);
+    struct lv_adapter **na = realloc(st->a, (size_t)(st->n + 1) * sizeof *na);
+    if (!na)
+        return lv_error_status(LV_ENOMEM, "adapters: out of memory");
+    st->a = na;
+    st->a[st->n++] = a;
+    recount(st);
+    return LV_OK;
+}
+
+void lv_peft_stack_set(struct lv_peft_stack *st, int i, bool enabled, float scale)
+{
+    if (i < 0 || i >= st->n)
+        return;
+    st->a[i]->enabled = enabled;
+    st->a[i]->scale = scale;
+    recount(st);
+}
+
+static void fill_call(struct lv_peft_call *c, const struct lv_peft_stack *st,
+                      const struct lv_adapter *a, int k, int site, lv_graph *g)
+{
+    const struct lv_adapter_site *as = &a->at[site];
+    memset(c, 0, sizeof *c);
+    c->g = g;
+    c->site = &st->sites->s[site];
+    c->p = as->p;
+    c->shared = a->shared;
+    c->vals = as->vals;
+    c->adapter_vals = a->vals;
+    c->state = as->state;
+    c->modality = st->modality;
+    c->training = st->training;
+    c->seed = (st->step * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)k << 48) ^ (uint64_t)site;
+}
+
+int lv_peft_stack_begin(struct lv_peft_stack *st, lv_graph *g)
+{
+    if (!st)
+        return LV_OK;
+    for (int k = 0; k < st->n; k++) {
+        const struct lv_adapter *a = st->a[k];
+        for (int i = 0; i < st->sites->n; i++) {
+            if (!a->at[i].on)
+                continue;
+            if (a->at[i].state)
+                memset(a->at[i].state, 0, a->method->state_bytes);
+            if (a->method->begin) {
+                struct lv_peft_call c;
+                fill_call(&c, st, a, k, i, g);
+                int rc = a->method->begin(&c);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    return LV_OK;
+}
+
+lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, lv_tensor *x,
+                               lv_tensor *y, const lv_tensor *ids, int64_t pos)
+{
+    if (!y || !lv_peft_stack_active(st, site))
+        return y;
+    st->step++;
+    lv_tensor *out = y;
+    for (int k = 0; out && k < st->n; k++) {
+        const struct lv_adapter *a = st->a[k];
+        const struct lv_adapter_site *as = &a->at[site];
+        if (!a->enabled || a->scale == 0.0f || !(as->on || as->save_w))
+            continue;
+        struct lv_peft_call c;
+        fill_call(&c, st, a, k, site, g);
+        c.x = x;
+        c.y = y;
+        c.ids = ids;
+        c.pos = pos;
+        lv_tensor *d = NULL;
+        if (as->save_w) {
+            /* the replaced module's output minus the base's */
+            lv_tensor *r = c.site->kind == LV_SITE_EMBED
+                               ? lv_embedding(g, as->save_w, ids)
+                               : lv_linear(g, x, as->save_w, as->save_b);
+            d = lv_sub(g, r, y);
+        }
+        if (as->on) {
+            lv_tensor *m = a->method->apply(&c);
+            d = d ? lv_add(g, d, m) : m;
+        }
+        if (d && a->scale != 1.0f)
+            d = lv_scale(g, d, a->scale);
+        out = d ? lv_add(g, out, d) : NULL;
+        if (!d && !*lv_errmsg())
+            lv_error("%s: method '%s' failed at %s", a->name, a->method->name,
+                     c.site->name);
+    }
+    return out;
+}

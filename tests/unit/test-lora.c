@@ -1,0 +1,501 @@
+/*
+ * test-lora.c: sites, target selection, the adapter stack and LoRA against PyTorch.
+ *
+ * tests/reference/lora.bin (gen_lora.py, float64) holds the logits of the small random LLaVA
+ * (llava-tiny/) with PEFT adapters written by the reference script: lora-tiny (all-linear, the
+ * language model, the vision tower and the projector, llava-hf names), rslora-tiny (q_proj and
+ * v_proj, rsLoRA, transformers >= 4.52 names) and lora-text.gguf (llama.cpp's LoRA GGUF of the
+ * language-model half), and the gradients of every adapter parameter of a loss sum(logits * RL).
+ * Tolerance 1e-5 per tensor (max|a - b| <= tol * max|b|).
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "lavinia/error.h"
+#include "model/clip.h"
+#include "model/llama.h"
+#include "model/vlm.h"
+#include "peft/adapter.h"
+#include "refdata.h"
+#include "testutil.h"
+
+#define TOL 1e-5
+#define REF_HINT "cd tests/reference && /usr/bin/python3 gen_lora.py"
+#define NT 10                       /* positions of the spliced prompt */
+#define V 96
+#define C 48
+
+static const char *top(void)
+{
+    const char *t = getenv("LV_TOP_SRCDIR");
+    return t && *t ? t : ".";
+}
+
+struct model {
+    struct lv_checkpoint ck;
+    lv_llama *m;
+    lv_clip *v;
+    struct lv_site_table sites;
+    struct lv_peft_stack *st;
+    bool open;
+};
+
+static bool model_open(struct model *md, const char *path, const char *mmproj)
+{
+    memset(md, 0, sizeof *md);
+    if (lv_checkpoint_open(&md->ck, path, mmproj, NULL) != LV_OK)
+        return tu_assert(false, "%s opens (%s)", path, lv_errmsg());
+    md->open = true;
+    bool ok = lv_llama_load(&md->m, &md->ck, 0) == LV_OK && lv_clip_load(&md->v, &md->ck) == LV_OK &&
+              lv_site_table_build(&md->sites, md->m, md->v, lv_naming_of(&md->ck)) == LV_OK &&
+              (md->st = lv_peft_stack_new(&md->sites)) != NULL;
+    if (ok) {
+        lv_llama_set_stack(md->m, md->st);
+        md->v->peft = md->st;
+    }
+    return tu_assert(ok, "model and sites of %s (%s)", path, ok ? "ok" : lv_errmsg());
+}
+
+static void model_close(struct model *md)
+{
+    lv_peft_stack_free(md->st);
+    lv_site_table_free(&md->sites);
+    lv_llama_free(md->m);
+    lv_clip_free(md->v);
+    if (md->open)
+        lv_checkpoint_close(&md->ck);
+}
+
+static bool add_adapter(struct model *md, const char *rel)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tests/reference/%s", top(), rel);
+    struct lv_adapter *a;
+    int rc = lv_adapter_load(&a, path, &md->sites, &md->ck);
+    if (rc == LV_OK && (rc = lv_peft_stack_add(md->st, a)) != LV_OK)
+        lv_adapter_free(a);
+    return tu_assert(rc == LV_OK, "%s loads (%s)", rel, rc == LV_OK ? "ok" : lv_errmsg());
+}
+
+/* the logits over the spliced prompt */
+static int logits(struct model *md, const float *px, const int32_t *ids, float *out)
+{
+    float toks[4 * C], *seq = NULL;
+    int64_t n = 0;
+    int rc = lv_clip_encode(md->v, px, toks, NULL);
+    if (rc == LV_OK)
+        rc = lv_vlm_splice(md->m, ids, 7, 95, toks, 1, 4, &seq, &n);
+    lv_llama_reset(md->m);
+    if (rc == LV_OK)
+        rc = n == NT ? lv_llama_forward_embd(md->m, seq, n, out, true) : LV_ERR;
+    free(seq);
+    return rc;
+}
+
+static double logits_err(struct model *md, const float *px, const int32_t *ids,
+                         const struct ref_tensor *ref, float *out)
+{
+    return logits(md, px, ids, out) == LV_OK ? tu_rel_err(out, ref->data, NT * V) : 1.0;
+}
+
+/* d sum(logits * RL) for every adapter parameter: through the language model, then from the
+ * image tokens' gradient through the projector and the tower */
+static int gradients(struct model *md, const float *px, const int32_t *ids, const float *RL)
+{
+    for (int k = 0; k < md->st->n; k++)
+        for (int i = 0; i < md->sites.n; i++)
+            for (int j = 0; j < md->st->a[k]->at[i].n; j++)
+                if (lv_tensor_zero_grad(md->st->a[k]->at[i].p[j]))
+                    return LV_ERR;
+    float toks[4 * C], dembd[NT * C], *seq = NULL;
+    int64_t n = 0;
+    int rc = lv_clip_encode(md->v, px, toks, NULL);
+    if (rc == LV_OK)
+        rc = lv_vlm_splice(md->m, ids, 7, 95, toks, 1, 4, &seq, &n);
+    if (rc == LV_OK)
+        rc = lv_llama_backward(md->m, NULL, seq, n, RL, NULL, dembd);
+    if (rc == LV_OK)
+        rc = lv_clip_backward(md->v, px, dembd + 3 * C, NULL);
+    free(seq);
+    return rc;
+}
+
+/* every parameter's gradient against the reference's (pa + site name, pb + site name) */
+static void check_grads(const struct ref_file *rf, const struct lv_adapter *a, const char *pa,
+                        const char *pb, const char *what)
+{
+    double worst = 0;
+    int n = 0;
+    bool ok = true;
+    char worst_name[80] = "";
+    for (int i = 0; i < a->sites->n; i++)
+        for (int k = 0; k < a->at[i].n; k++) {
+            const lv_tensor *p = a->at[i].p[k];
+            char name[80];
+            snprintf(name, sizeof name, "%s%s", k ? pb : pa, a->sites->s[i].name);
+            const struct ref_tensor *r = ref_get(rf, name, p->ndim, p->shape);
+            if (!r) {
+                ok = false;
+                continue;
+            }
+            int64_t ne = lv_tensor_nelem(p);
+            float *g = calloc((size_t)ne, sizeof *g);
+            if (p->grad)
+                memcpy(g, p->grad->data, (size_t)ne * sizeof *g);
+            double mx = 0, e;
+            for (int64_t j = 0; j < ne; j++)
+                mx = fmax(mx, fabs(r->data[j]));
+            if (mx == 0) {
+                e = 0;
+                for (int64_t j = 0; j < ne; j++)
+                    e = fmax(e, fabs(g[j]));
+            } else {
+                e = tu_rel_err(g, r->data, ne);
+            }
+            free(g);
+            n++;
+            if (e > worst) {
+                worst = e;
+                snprintf(worst_name, sizeof worst_name, "%s", name);
+            }
+        }
+    tu_assert(ok && n > 0 && worst <= TOL, "%s: gradients of all %d parameters, worst relative "
+              "error %.2e (%s)", what, n, worst, worst_name);
+}
+
+/* --- target selection ------------------------------------------------------------------ */
+
+static void check_selection(const struct lv_site_table *t, const char *targets_json,
+                            const char *exclude_json, const char *layers_json,
+                            const char *expect)
+{
+    json_t *targets = json_loads(targets_json, JSON_DECODE_ANY, NULL);
+    json_t *exclude = exclude_json ? json_loads(exclude_json, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *layers = layers_json ? json_loads(layers_json, JSON_DECODE_ANY, NULL) : NULL;
+    bool *sel = calloc((size_t)t->n, sizeof *sel);
+    char got[2048] = "";
+    int rc = lv_site_select(t, targets, exclude, layers, LV_SITE_LINEAR | LV_SITE_EMBED, sel,
+                            "test");
+    for (int i = 0; rc == LV_OK && i < t->n; i++)
+        if (sel[i]) {
+            size_t k = strlen(got);
+            snprintf(got + k, sizeof got - k, "%s%s", k ? " " : "", t->s[i].name);
+        }
+    tu_assert(rc == LV_OK && strcmp(got, expect) == 0, "target_modules %s%s%s%s%s selects: %s",
+              targets_json, exclude_json ? ", exclude " : "", exclude_json ? exclude_json : "",
+              layers_json ? ", layers " : "", layers_json ? layers_json : "",
+              rc == LV_OK ? got : lv_errmsg());
+    if (strcmp(got, expect) != 0)
+        printf("#   expected: %s\n", expect);
+    free(sel);
+    json_decref(targets);
+    json_decref(exclude);
+    json_decref(layers);
+}
+
+static void selection_tests(const struct lv_site_table *t)
+{
+    /* a suffix list: equal to an entry or ending in "." + entry */
+    check_selection(t, "[\"o_proj\", \"fc2\"]", NULL, NULL,
+                    "llm.0.attn.o llm.1.attn.o vit.0.mlp.fc2 vit.1.mlp.fc2 vit.2.mlp.fc2");
+    check_selection(t, "[\"self_attn.q_proj\"]", NULL, NULL,
+                    "llm.0.attn.q llm.1.attn.q vit.0.attn.q vit.1.attn.q vit.2.attn.q");
+    /* a string is a regex over the whole module path (re.fullmatch), with \d and (?:) */
+    check_selection(t, "\".*\\\\.layers\\\\.1\\\\.self_attn\\\\.(?:q|v)_proj\"", NULL, NULL,
+                    "llm.1.attn.q llm.1.attn.v vit.1.attn.q vit.1.attn.v");
+    check_selection(t, "\"language_model\\\\.model\\\\.layers\\\\.\\\\d+\\\\.mlp\\\\.down_proj\"",
+                    NULL, NULL, "llm.0.ffn.down llm.1.ffn.down");
+    check_selection(t, "\"down_proj\"", NULL, NULL, "");   /* fullmatch, not search */
+    check_selection(t, "\"multi_modal_projector.*\"", NULL, NULL, "proj.1 proj.2");
+    /* all-linear: every linear but the output head, the tower and projector included */
+    check_selection(t, "\"all-linear\"", NULL, NULL,
+                    "llm.0.attn.q llm.0.attn.k llm.0.attn.v llm.0.attn.o llm.0.ffn.gate "
+                    "llm.0.ffn.up llm.0.ffn.down llm.1.attn.q llm.1.attn.k llm.1.attn.v "
+                    "llm.1.attn.o llm.1.ffn.gate llm.1.ffn.up llm.1.ffn.down "
+                    "vit.0.attn.q vit.0.attn.k vit.0.attn.v vit.0.attn.o vit.0.mlp.fc1 "
+                    "vit.0.mlp.fc2 vit.1.attn.q vit.1.attn.k vit.1.attn.v vit.1.attn.o "
+                    "vit.1.mlp.fc1 vit.1.mlp.fc2 vit.2.attn.q vit.2.attn.k vit.2.attn.v "
+                    "vit.2.attn.o vit.2.mlp.fc1 vit.2.mlp.fc2 proj.1 proj.2");
+    check_selection(t, "[\"q_proj\", \"v_proj\"]", "\".*vision_tower.*\"", NULL,
+                    "llm.0.attn.q llm.0.attn.v llm.1.attn.q llm.1.attn.v");
+    check_selection(t, "[\"q_proj\"]", NULL, "[1]", "llm.1.attn.q vit.1.attn.q");
+    check_selection(t, "[\"embed_tokens\", \"lm_head\"]", NULL, NULL, "llm.embed llm.head");
+}
+
+/* --- files written by lavinia ------------------------------------------------------------ */
+
+/* a fresh adapter saved in each naming: PEFT's keys, names and shapes (FORMATS.md §3) */
+static void save_rules(struct model *md)
+{
+    static const struct { enum lv_naming nm; const char *q0, *vit, *proj; } cases[] = {
+        { LV_NAMING_PLAIN, "base_model.model.model.layers.0.self_attn.q_proj",
+          "base_model.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1",
+          "base_model.model.multi_modal_projector.linear_2" },
+        { LV_NAMING_LLAVA_HUB, "base_model.model.language_model.model.layers.0.self_attn.q_proj",
+          "base_model.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1",
+          "base_model.model.multi_modal_projector.linear_2" },
+        { LV_NAMING_LLAVA_NEW, "base_model.model.model.language_model.layers.0.self_attn.q_proj",
+          "base_model.model.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1",
+          "base_model.model.model.multi_modal_projector.linear_2" },
+    };
+    char tmp[256];
+    const char *t0 = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/lv-lora-XXXXXX", t0 && *t0 ? t0 : "/tmp");
+    if (!mkdtemp(tmp))
+        return;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        struct lv_site_table t;
+        if (lv_site_table_build(&t, md->m, md->v, cases[c].nm) != LV_OK)
+            continue;
+        json_t *cfg = json_pack("{s:s, s:i, s:f, s:s, s:b}", "peft_type", "LORA", "r", 3,
+                                "lora_alpha", 6.0, "target_modules", "all-linear",
+                                "use_rslora", 0);
+        struct lv_adapter *a;
+        char dir[400], path[500];
+        snprintf(dir, sizeof dir, "%s/a%zu", tmp, c);
+        int rc = lv_adapter_new(&a, lv_peft_find("lora"), cfg, &t, 7, "test");
+        if (rc == LV_OK) {
+            rc = lv_adapter_save(a, dir);
+            lv_adapter_free(a);
+        }
+        json_decref(cfg);
+        tu_assert(rc == LV_OK, "a new adapter saved in %s naming (%s)",
+                  lv_naming_name(cases[c].nm), rc == LV_OK ? "ok" : lv_errmsg());
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        json_t *j = json_load_file(path, 0, NULL);
+        bool keys = j && strcmp(json_string_value(json_object_get(j, "peft_type")), "LORA") == 0 &&
+                    json_integer_value(json_object_get(j, "r")) == 3 &&
+                    json_number_value(json_object_get(j, "lora_alpha")) == 6.0 &&
+                    json_is_string(json_object_get(j, "target_modules")) &&
+                    json_is_false(json_object_get(j, "use_rslora")) &&
+                    json_is_string(json_object_get(j, "task_type")) &&
+                    json_is_string(json_object_get(j, "bias")) &&
+                    json_is_number(json_object_get(j, "lora_dropout")) &&
+                    json_is_boolean(json_object_get(j, "fan_in_fan_out")) &&
+                    json_is_object(json_object_get(j, "rank_pattern")) &&
+                    json_is_object(json_object_get(j, "alpha_pattern"));
+        tu_assert(keys, "%s naming: adapter_config.json has PEFT's keys (peft_type LORA, r, "
+                  "lora_alpha, target_modules, use_rslora, task_type, bias, lora_dropout, "
+                  "fan_in_fan_out, rank_pattern, alpha_pattern)", lv_naming_name(cases[c].nm));
+        json_decref(j);
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        lv_st_file f;
+        if (lv_st_open(&f, path) != LV_OK) {
+            tu_assert(false, "%s opens (%s)", path, lv_errmsg());
+        } else {
+            char n[300];
+            const lv_st_tensor *qa, *qb, *va, *pb;
+            snprintf(n, sizeof n, "%s.lora_A.weight", cases[c].q0);
+            qa = lv_st_find(&f, n);
+            snprintf(n, sizeof n, "%s.lora_B.weight", cases[c].q0);
+            qb = lv_st_find(&f, n);
+            snprintf(n, sizeof n, "%s.lora_A.weight", cases[c].vit);
+            va = lv_st_find(&f, n);
+            snprintf(n, sizeof n, "%s.lora_B.weight", cases[c].proj);
+            pb = lv_st_find(&f, n);
+            const char *fmt = lv_st_meta_get(&f, "format");
+            tu_assert(qa && qb && va && pb && f.n_tensors == 34 * 2 && fmt &&
+                          strcmp(fmt, "pt") == 0 &&
+                          qa->shape[0] == 3 && qa->shape[1] == C && qb->shape[0] == C &&
+                          qb->shape[1] == 3 && va->shape[0] == 3 && va->shape[1] == 32 &&
+                          pb->shape[0] == C && pb->shape[1] == 3,
+                      "%s naming: %d tensors named %s.lora_{A,B}.weight ..., A (r, in), B "
+                      "(out, r), format pt", lv_naming_name(cases[c].nm), f.n_tensors,
+                      cases[c].q0);
+            lv_st_close(&f);
+        }
+        lv_site_table_free(&t);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", tmp);
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv, "lora");
+    struct ref_file rf;
+    if (!ref_load(&rf, "lora", REF_HINT))
+        return tu_finish();
+    struct ref_file lr;
+    if (!ref_load(&lr, "llava", "cd tests/reference && /usr/bin/python3 gen_llava.py")) {
+        ref_done(&rf);
+        return tu_finish();
+    }
+    const struct ref_tensor *pixels = ref_get(&lr, "pixels", 3, (int64_t[]){ 3, 28, 28 });
+    const struct ref_tensor *idsr = ref_get(&lr, "ids", 1, (int64_t[]){ 7 });
+    const struct ref_tensor *base_ref = ref_get(&lr, "logits", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_lora = ref_get(&rf, "logits.lora", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_rs = ref_get(&rf, "logits.rslora", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_stack = ref_get(&rf, "logits.stack", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_half = ref_get(&rf, "logits.half", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_text = ref_get(&rf, "logits.text", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *RLr = ref_get(&rf, "RL", 2, (int64_t[]){ NT, V });
+    char path[1200], gg[400], mm[400], tmp[256];
+    snprintf(path, sizeof path, "%s/tests/reference/llava-tiny", top());
+    const char *t0 = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/lv-lora-XXXXXX", t0 && *t0 ? t0 : "/tmp");
+    if (!mkdtemp(tmp))
+        return tu_assert(false, "a temporary directory (%s)", tmp), tu_finish();
+    struct model md;
+    if (!pixels || !idsr || !base_ref || !r_lora || !r_rs || !r_stack || !r_half || !r_text ||
+        !RLr || !model_open(&md, path, NULL)) {
+        ref_done(&rf);
+        ref_done(&lr);
+        return tu_finish();
+    }
+    float px[3 * 28 * 28], RL[NT * V], base[NT * V], out[NT * V], out2[NT * V];
+    int32_t ids[7];
+    for (int i = 0; i < 3 * 28 * 28; i++)
+        px[i] = (float)pixels->data[i];
+    for (int i = 0; i < NT * V; i++)
+        RL[i] = (float)RLr->data[i];
+    for (int i = 0; i < 7; i++)
+        ids[i] = (int32_t)idsr->data[i];
+
+    tu_assert(md.sites.naming == LV_NAMING_LLAVA_HUB && md.sites.n == 1 + 2 * 9 + 3 * 8 + 2 + 1 &&
+                  strcmp(md.sites.s[lv_site_llm(&md.sites, 1, LV_LLM_Q)].module,
+                         "language_model.model.layers.1.self_attn.q_proj") == 0 &&
+                  strcmp(md.sites.s[lv_site_vit(&md.sites, 2, LV_VIT_O)].name, "vit.2.attn.o") == 0,
+              "%d sites, llava-hf module paths", md.sites.n);
+    selection_tests(&md.sites);
+
+    double e = logits_err(&md, px, ids, base_ref, base);
+    tu_assert(e <= TOL, "no adapter: the base logits, relative error %.2e", e);
+
+    /* lora-tiny: all-linear, llava-hf names */
+    if (add_adapter(&md, "lora-tiny")) {
+        const struct lv_adapter *a = md.st->a[0];
+        e = logits_err(&md, px, ids, r_lora, out);
+        tu_assert(e <= TOL, "lora-tiny (r 4, all-linear: decoder, tower, projector; %lld "
+                  "values): logits, relative error %.2e", (long long)a->n_params, e);
+        int rc = gradients(&md, px, ids, RL);
+        tu_assert(rc == LV_OK, "backward through the model (%s)", rc ? lv_errmsg() : "ok");
+        if (rc == LV_OK)
+            check_grads(&rf, a, "a.", "b.", "lora-tiny");
+        /* disabled, or scale 0: the base model bit for bit */
+        lv_peft_stack_set(md.st, 0, false, 1.0f);
+        tu_assert(logits(&md, px, ids, out) == LV_OK && memcmp(out, base, sizeof out) == 0,
+                  "disabled: logits bit-identical to the base");
+        lv_peft_stack_set(md.st, 0, true, 0.0f);
+        tu_assert(logits(&md, px, ids, out) == LV_OK && memcmp(out, base, sizeof out) == 0,
+                  "scale 0: logits bit-identical to the base");
+        lv_peft_stack_set(md.st, 0, true, 0.5f);
+        e = logits_err(&md, px, ids, r_half, out);
+        tu_assert(e <= TOL, "scale 0.5: the logits of half the update, relative error %.2e", e);
+        lv_peft_stack_set(md.st, 0, true, 1.0f);
+    }
+    /* rslora-tiny: q_proj and v_proj by suffix, rsLoRA, transformers >= 4.52 names */
+    if (add_adapter(&md, "rslora-tiny")) {
+        const struct lv_adapter *a = md.st->a[md.st->n - 1];
+        int on = 0;
+        for (int i = 0; i < md.sites.n; i++)
+            on += a->at[i].on;
+        tu_assert(on == 2 * 2 + 3 * 2 && fabsf(a->at[lv_site_llm(&md.sites, 0, LV_LLM_Q)].vals[0] -
+                                              (float)(4 / sqrt(2))) < 1e-6f,
+                  "rslora-tiny: %d sites (q and v of 2 decoder and 3 tower layers), scaling "
+                  "alpha / sqrt(r)", on);
+        e = logits_err(&md, px, ids, r_stack, out);
+        tu_assert(e <= TOL, "lora-tiny and rslora-tiny stacked: relative error %.2e", e);
+        lv_peft_stack_set(md.st, 0, false, 1.0f);
+        e = logits_err(&md, px, ids, r_rs, out);
+        tu_assert(e <= TOL, "rslora-tiny alone: relative error %.2e", e);
+        int rc = gradients(&md, px, ids, RL);
+        if (tu_assert(rc == LV_OK, "backward with rslora-tiny (%s)", rc ? lv_errmsg() : "ok"))
+            check_grads(&rf, a, "ra.", "rb.", "rslora-tiny");
+        lv_peft_stack_set(md.st, 0, true, 1.0f);
+    }
+
+    /* saved by lavinia and read back: the same logits */
+    if (md.st->n == 2) {
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/saved", tmp);
+        int rc = lv_adapter_save(md.st->a[1], dir);
+        struct lv_adapter *b = NULL;
+        if (rc == LV_OK)
+            rc = lv_adapter_load(&b, dir, &md.sites, &md.ck);
+        lv_peft_stack_set(md.st, 0, false, 1.0f);
+        lv_peft_stack_set(md.st, 1, false, 1.0f);
+        if (rc == LV_OK && (rc = lv_peft_stack_add(md.st, b)) != LV_OK)
+            lv_adapter_free(b);
+        e = rc == LV_OK ? logits_err(&md, px, ids, r_rs, out) : 1.0;
+        tu_assert(e <= TOL, "rslora-tiny saved by lavinia and loaded again: relative error %.2e "
+                  "(%s)", e, rc == LV_OK ? "ok" : lv_errmsg());
+    }
+    save_rules(&md);
+    model_close(&md);
+
+    /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */
+    if (model_open(&md, path, NULL)) {
+        if (add_adapter(&md, "lora-text.gguf")) {
+            e = logits_err(&md, px, ids, r_text, out);
+            tu_assert(e <= TOL, "lora-text.gguf (q/k B rows in Meta order) on the Hugging Face "
+                      "base: relative error %.2e", e);
+        }
+        /* the same model written as GGUF + mmproj (q/k rows in Meta order) */
+        snprintf(gg, sizeof gg, "%s/llava.gguf", tmp);
+        lv_checkpoint_mmproj_path(gg, mm, sizeof mm);
+        int rc = lv_checkpoint_write_gguf(&md.ck, gg);
+        tu_assert(rc == LV_OK, "llava-tiny written as GGUF + mmproj (%s)", rc ? lv_errmsg() : "ok");
+        model_close(&md);
+        struct model gm;
+        if (rc == LV_OK && model_open(&gm, gg, mm)) {
+            if (add_adapter(&gm, "lora-text.gguf")) {
+                e = logits_err(&gm, px, ids, r_text, out);
+                tu_assert(e <= TOL, "lora-text.gguf on the GGUF base: relative error %.2e", e);
+            }
+            lv_peft_stack_set(gm.st, 0, false, 1.0f);
+            if (add_adapter(&gm, "lora-tiny")) {
+                e = logits_err(&gm, px, ids, r_lora, out2);
+                tu_assert(e <= TOL, "the PEFT folder lora-tiny on the GGUF base (q/k B rows "
+                          "permuted at load): relative error %.2e", e);
+            }
+            model_close(&gm);
+        }
+    }
+    /* a base that does not fit: a language model of another width */
+    {
+        struct lv_model_config c;
+        lv_model_config_init(&c);
+        c.vocab = V;
+        c.dim = 64;
+        c.hidden = 96;
+        c.n_layers = 2;
+        c.n_heads = 4;
+        c.n_kv_heads = 2;
+        c.head_dim = 16;
+        c.max_seq = 32;
+        lv_llama *m = NULL;
+        struct lv_site_table t;
+        struct lv_adapter *a = NULL;
+        char lp[1200];
+        snprintf(lp, sizeof lp, "%s/tests/reference/rslora-tiny", top());
+        if (lv_llama_new_random(&m, &c, LV_F32, 1, 0) == LV_OK &&
+            lv_site_table_build(&t, m, NULL, LV_NAMING_LLAVA_NEW) == LV_OK) {
+            int rc = lv_adapter_load(&a, lp, &t, NULL);
+            tu_assert(rc != LV_OK && strstr(lv_errmsg(), "lora_A.weight") &&
+                          strstr(lv_errmsg(), "shape"),
+                      "rslora-tiny on a model of width 64 is refused: %s", lv_errmsg());
+            lv_adapter_free(a);
+            lv_site_table_free(&t);
+        }
+        lv_llama_free(m);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", tmp);
+    ref_done(&rf);
+    ref_done(&lr);
+    return tu_finish();
+}
