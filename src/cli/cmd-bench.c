@@ -19,6 +19,7 @@
 #include "cli/cli.h"
 #include "io/checkpoint.h"
 #include "lavinia/error.h"
+#include "model/clip.h"
 #include "model/generate.h"
 #include "model/llama.h"
 #include "util/membw.h"
@@ -83,7 +84,7 @@ static double prefill_flops(const struct lv_model_config *c, int64_t T)
 
 static int bench_run(int argc, char **argv)
 {
-    enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS };
+    enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS, OPT_ADAPTER };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },
         { "random", required_argument, NULL, OPT_RANDOM },
@@ -92,10 +93,12 @@ static int bench_run(int argc, char **argv)
         { "gen", required_argument, NULL, OPT_GEN },
         { "bw-size", required_argument, NULL, OPT_BW },
         { "threads", required_argument, NULL, OPT_THREADS },
+        { "adapter", required_argument, NULL, OPT_ADAPTER },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *model = NULL, *shape = NULL, *dtype_name = "f32";
+    struct lv_cli_adapters ad = { 0 };
     long n_prompt = 128, n_gen = 64, bw_mib = 2048;
     int c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -106,6 +109,10 @@ static int bench_run(int argc, char **argv)
         case 'm': model = optarg; break;
         case OPT_RANDOM: shape = optarg; break;
         case OPT_DTYPE: dtype_name = optarg; break;
+        case OPT_ADAPTER:
+            if (lv_cli_adapter_arg(&ad, optarg))
+                return 2;
+            break;
         case OPT_THREADS:
         case OPT_PROMPT:
         case OPT_GEN:
@@ -157,6 +164,12 @@ static int bench_run(int argc, char **argv)
         cfg.max_seq = ctx;
         rc = lv_llama_new_random(&m, &cfg, dt, 1, ctx);
     }
+    /* adapters of a LLaVA may reach into the tower: its sites must exist */
+    lv_clip *v = NULL;
+    if (rc == LV_OK && model && ad.n && lv_checkpoint_find(&ck, LV_CLIP_CLASS_EMBEDDING))
+        rc = lv_clip_load(&v, &ck);
+    if (rc == LV_OK)
+        rc = lv_cli_adapters_open(&ad, model ? &ck : NULL, m, v);
     int32_t *ids = malloc((size_t)(n_prompt + 1) * sizeof *ids);
     float *logits = m ? malloc((size_t)lv_llama_vocab(m) * sizeof *logits) : NULL;
     if (rc == LV_OK && (!ids || !logits))
@@ -188,6 +201,8 @@ static int bench_run(int argc, char **argv)
             printf("model: %s, %s weights, %.1f MiB read per token, %d thread(s)\n",
                    model ? model : shape, model ? "stored" : dtype_name, (double)wb / mib,
                    lv_get_threads());
+            if (ad.n)
+                lv_cli_adapters_print(&ad, stdout);
             printf("prompt: %ld tokens, %.2f tokens/s\n", n_prompt, (double)n_prompt / t_prompt);
             double pf = prefill_flops(&m->c, n_prompt) / t_prompt;
             double ceil = sgemm_ceiling(n_prompt, m->c.hidden, m->c.dim);
@@ -212,6 +227,8 @@ static int bench_run(int argc, char **argv)
     }
     free(ids);
     free(logits);
+    lv_cli_adapters_close(&ad);
+    lv_clip_free(v);
     lv_llama_free(m);
     lv_checkpoint_close(&ck);
     return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
@@ -220,7 +237,8 @@ static int bench_run(int argc, char **argv)
 const struct lv_cli_entry lv_cli_bench_entry = {
     .name  = "bench",
     .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab) [--dtype "
-             "f32|f16|bf16|q8_0|q4_0] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]",
+             "f32|f16|bf16|q8_0|q4_0] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]\n"
+             "             [--adapter PATH[:SCALE]]...",
     .help  = "Prompt and decode speed, time to first token, peak memory, and the share of the "
              "measured memory bandwidth that decoding uses.",
     .run   = bench_run,

@@ -46,13 +46,15 @@ struct run {
     const struct lv_template *tmpl;
     bool print_ids;
     int64_t printed;              /* ids printed (--print-ids) */
+    struct lv_cli_adapters ad;    /* --adapter */
+    lv_clip *v;                   /* the tower, loaded when adapters may reach it */
 };
 
 enum {
     OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT, OPT_REPEAT_N, OPT_FREQ,
     OPT_PRESENCE, OPT_SEED, OPT_IGNORE_EOS, OPT_STOP, OPT_CTX, OPT_SYSTEM, OPT_TEMPLATE,
     OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE, OPT_IMAGE,
-    OPT_MMPROJ, OPT_QUANT,
+    OPT_MMPROJ, OPT_QUANT, OPT_ADAPTER,
 };
 
 #define COMMON_OPTIONS \
@@ -76,6 +78,7 @@ enum {
     { "threads", required_argument, NULL, OPT_THREADS }, \
     { "mmproj", required_argument, NULL, OPT_MMPROJ }, \
     { "quant", required_argument, NULL, OPT_QUANT }, \
+    { "adapter", required_argument, NULL, OPT_ADAPTER }, \
     { "help", no_argument, NULL, 'h' }
 
 static int num(const char *opt, const char *s, double lo, double hi, double *out)
@@ -132,6 +135,7 @@ static int common_option(struct run *r, int c)
     case OPT_CTX: bad = num("ctx", optarg, 1, 1 << 24, &v); r->n_ctx = (int64_t)v; break;
     case OPT_SYSTEM: r->system = optarg; return 0;
     case OPT_MMPROJ: r->mmproj = optarg; return 0;
+    case OPT_ADAPTER: return lv_cli_adapter_arg(&r->ad, optarg);
     case OPT_QUANT:
         if (strcmp(optarg, "q8_0") != 0 && strcmp(optarg, "q4_0") != 0) {
             fprintf(stderr, "lavinia: --quant %s: want q8_0 or q4_0\n", optarg);
@@ -152,6 +156,8 @@ static int common_option(struct run *r, int c)
 
 static void run_done(struct run *r)
 {
+    lv_cli_adapters_close(&r->ad);
+    lv_clip_free(r->v);
     lv_llama_free(r->m);
     lv_tok_free(r->tok);
     lv_checkpoint_close(&r->ck);
@@ -166,6 +172,12 @@ static int run_open(struct run *r, bool need_tok)
         return LV_ERR;
     if (r->quant &&
         lv_llama_quantize(r->m, strcmp(r->quant, "q8_0") == 0 ? LV_Q8_0 : LV_Q4_0) != LV_OK)
+        return LV_ERR;
+    /* adapters may sit in the tower and projector: load it first so that its sites exist */
+    if (r->ad.n && lv_checkpoint_find(&r->ck, LV_CLIP_CLASS_EMBEDDING) &&
+        lv_clip_load(&r->v, &r->ck) != LV_OK)
+        return LV_ERR;
+    if (lv_cli_adapters_open(&r->ad, &r->ck, r->m, r->v) != LV_OK)
         return LV_ERR;
     if (!need_tok && !r->tok_file)
         return LV_OK;
@@ -320,11 +332,11 @@ static int mmproj_stats(struct lv_clip_preprocess *p, const char *path)
 static int encode_image(struct run *r, const char *file, const char *const *dump, float **tokens,
                         int64_t *n_img)
 {
-    lv_clip *v = NULL;
+    lv_clip *v = r->v;
     struct lv_image img = { 0 };
     struct lv_clip_preprocess pp;
     float *px = NULL, *feats = NULL;
-    int rc = lv_clip_load(&v, &r->ck);
+    int rc = v ? LV_OK : lv_clip_load(&v, &r->ck);
     lv_clip_preprocess_default(&pp);
     if (rc == LV_OK) {
         char path[4200];
@@ -360,7 +372,8 @@ static int encode_image(struct run *r, const char *file, const char *const *dump
     free(px);
     free(feats);
     lv_image_free(&img);
-    lv_clip_free(v);
+    if (v != r->v)
+        lv_clip_free(v);
     return rc;
 }
 
@@ -578,7 +591,8 @@ static int chat_run(int argc, char **argv)
 #define SAMPLING_USAGE \
     "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
     "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
-    "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0]"
+    "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0]\n" \
+    "                [--adapter PATH[:SCALE]]..."
 
 const struct lv_cli_entry lv_cli_generate_entry = {
     .name  = "generate",

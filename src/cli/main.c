@@ -43,6 +43,7 @@ static const struct lv_cli_entry devices_entry = {
 
 /* the subcommands, alphabetical */
 static const struct lv_cli_entry *const cli_table[] = {
+    &lv_cli_adapters_entry,
     &lv_cli_bench_entry,
     &lv_cli_chat_entry,
     &lv_cli_convert_entry,

@@ -23,6 +23,9 @@
 
 typedef struct lv_clip lv_clip;
 
+/* The tensor whose presence says a checkpoint holds the tower (canonical name). */
+#define LV_CLIP_CLASS_EMBEDDING "vision_tower.vision_model.embeddings.class_embedding"
+
 struct lv_clip_layer {
     lv_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;              /* (D) */
     lv_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b; /* (D, D), (D) */

@@ -428,8 +428,12 @@ int lv_adapter_new(struct lv_adapter **out, const struct lv_peft_method *method,
     if (rc == LV_OK && ctx.n == 0)
         rc = lv_error("%s: target_modules selects no module of this model that method '%s' "
                       "can adapt", what, method->name);
-    if (rc == LV_OK)
-        rc = method->create(&ctx);
+    if (rc == LV_OK && (rc = method->create(&ctx)) != LV_OK) {
+        /* name the adapter in the method's message */
+        char *msg = strdup(lv_errmsg());
+        rc = lv_error_status(rc, "%s: %s", what, msg ? msg : "create failed");
+        free(msg);
+    }
     for (int i = 0; rc == LV_OK && method->state_bytes && i < ctx.n; i++)
         if (!(a->at[idx[i]].state = calloc(1, method->state_bytes)))
             rc = lv_error_status(LV_ENOMEM, "%s: out of memory", what);

@@ -1,0 +1,86 @@
+#!/bin/bash
+# adapters-cli.sh: --adapter PATH[:SCALE] as a person uses it. lavinia adapters lists what is
+# loaded; generate with a PEFT folder changes the logits, scale 0 gives the base's bytes;
+# a GGUF LoRA and a folder load side by side; bench runs with an adapter; an adapter that does
+# not fit the model, a missing one and a bad scale are refused with one line.
+set -u
+bin="${LV_TOP_BUILDDIR:-.}/src/lavinia"
+src="${LV_TOP_SRCDIR:-.}"
+ref="$src/tests/reference"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lv-adapters-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+ok() { echo "OK     $1"; }
+bad() { echo "NOT OK $1"; fail=1; }
+refused() { # WHAT WORDS COMMAND...
+    local what=$1 words=$2
+    shift 2
+    "$@" > "$tmp/o" 2> "$tmp/e"
+    local rc=$?
+    if [ $rc = 1 ] && [ "$(wc -l < "$tmp/e")" = 1 ] && grep -q -- "$words" "$tmp/e"; then
+        ok "$what: $(cat "$tmp/e")"
+    else
+        bad "$what: status $rc: $(cat "$tmp/e")"
+    fi
+}
+
+lv="$ref/llava-tiny"
+"$bin" adapters -m "$lv" --adapter "$ref/lora-tiny" --adapter "$ref/rslora-tiny:0.5" \
+    --adapter "$ref/lora-text.gguf:2" > "$tmp/o" 2> "$tmp/e"
+if grep -q "^0: lora-tiny" "$tmp/o" &&
+    grep -q "method lora, rank 4, alpha 8, 11712 parameters, scale 1, enabled" "$tmp/o" &&
+    grep -q "^  34 sites: llm.0.attn.q, " "$tmp/o" &&
+    grep -q "rank 2, alpha 4 (rsLoRA), 1408 parameters, scale 0.5" "$tmp/o" &&
+    grep -q "^2: lora-text.gguf" "$tmp/o" && grep -q "^  14 sites" "$tmp/o"; then
+    ok "lavinia adapters lists method, rank, alpha, parameters, scale and sites"
+else
+    bad "lavinia adapters: $(cat "$tmp/o" "$tmp/e")"
+fi
+"$bin" adapters --methods | grep -q "^lora: " && ok "lavinia adapters --methods" ||
+    bad "adapters --methods"
+
+gen() { # OUT.npy ARGS...
+    local out=$1
+    shift
+    "$bin" generate -m "$lv" --image "$ref/images/photo.jpg" --prompt-ids "1 17 33 95 40 52 8" \
+        --print-ids -n 1 --temp 0 --dump logits="$out" "$@" > /dev/null 2> "$tmp/e"
+}
+gen "$tmp/base.npy" || bad "generate without adapters: $(cat "$tmp/e")"
+gen "$tmp/lora.npy" --adapter "$ref/lora-tiny" || bad "generate --adapter: $(cat "$tmp/e")"
+gen "$tmp/zero.npy" --adapter "$ref/lora-tiny:0" --adapter "$ref/rslora-tiny:0" ||
+    bad "generate --adapter :0: $(cat "$tmp/e")"
+gen "$tmp/both.npy" --adapter "$ref/lora-tiny" --adapter "$ref/lora-text.gguf:-1" ||
+    bad "generate with a folder and a GGUF: $(cat "$tmp/e")"
+if [ -s "$tmp/lora.npy" ] && ! cmp -s "$tmp/base.npy" "$tmp/lora.npy"; then
+    ok "generate --image --adapter lora-tiny: the logits change"
+else
+    bad "--adapter did not change the logits"
+fi
+cmp -s "$tmp/base.npy" "$tmp/zero.npy" && ok "two adapters at scale 0: the base's logits, byte for byte" ||
+    bad "scale 0 differs from the base"
+[ -s "$tmp/both.npy" ] && ! cmp -s "$tmp/both.npy" "$tmp/lora.npy" &&
+    ok "a PEFT folder and a llama.cpp GGUF LoRA (scale -1) stacked" || bad "folder + GGUF"
+
+"$bin" bench -m "$lv" --adapter "$ref/lora-tiny" --prompt 8 --gen 4 --bw-size 16 > "$tmp/o" 2> "$tmp/e"
+grep -q "^0: lora-tiny" "$tmp/o" && grep -q "^decode: 4 tokens" "$tmp/o" &&
+    ok "bench --adapter" || bad "bench --adapter: $(cat "$tmp/o" "$tmp/e")"
+
+refused "a missing adapter" "no-such" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/no-such"
+refused "an adapter for another model (a text LLaMA has no vision tower)" "no module" \
+    "$bin" generate -m "$ref/llama-lm-f32" --prompt-ids "1 2" -n 1 --adapter "$ref/lora-tiny"
+mkdir -p "$tmp/badcfg"
+cp "$ref/lora-tiny/adapter_model.safetensors" "$tmp/badcfg/"
+sed 's/"r": 4/"r": 0/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapter_config.json"
+refused "r = 0 in adapter_config.json" "'r' = 0 is outside" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
+sed 's/"LORA"/"LOHA"/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapter_config.json"
+refused "an unknown peft_type" "peft_type 'LOHA'" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
+sed 's/"use_dora": false/"use_dora": true/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapter_config.json"
+refused "DoRA without the dora method" "use_dora" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
+printf '{"peft_type": "LORA", "r": 4' > "$tmp/badcfg/adapter_config.json"
+refused "a truncated adapter_config.json" "adapter_config.json" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
+exit $fail
