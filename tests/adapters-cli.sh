@@ -65,6 +65,23 @@ cmp -s "$tmp/base.npy" "$tmp/zero.npy" && ok "two adapters at scale 0: the base'
 grep -q "^0: lora-tiny" "$tmp/o" && grep -q "^decode: 4 tokens" "$tmp/o" &&
     ok "bench --adapter" || bad "bench --adapter: $(cat "$tmp/o" "$tmp/e")"
 
+# chat: /toggle between turns recomputes the conversation with the new adapters
+. "$src/tests/chat-fixture.sh"
+chat_fixture "$tmp/chat"
+chat_template "$tmp/chat"
+printf 'Hello there\n/adapters\n/toggle 0\nAnd again?\n/scale 0 0.5\nOnce more\n' |
+    "$bin" chat -m "$tmp/chat" -n 3 --temp 0 --ignore-eos --ctx 128 --adapter "$ref/lora-text.gguf" \
+    > "$tmp/o" 2> "$tmp/e"
+rc=$?
+if [ $rc = 0 ] && [ "$(wc -l < "$tmp/o")" = 3 ] && grep -q "^0: lora-text.gguf" "$tmp/e" &&
+    grep -q "lora-text.gguf: disabled, scale 1" "$tmp/e" &&
+    grep -q "lora-text.gguf: disabled, scale 0.5" "$tmp/e" &&
+    [ "$(grep -c "^adapters changed: recomputed [0-9]* cached positions" "$tmp/e")" = 2 ]; then
+    ok "chat: /adapters, /toggle and /scale; the next turn recomputes the cache and says so"
+else
+    bad "chat with /toggle: status $rc: $(cat "$tmp/o" "$tmp/e")"
+fi
+
 refused "a missing adapter" "no-such" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/no-such"
 refused "an adapter for another model (a text LLaMA has no vision tower)" "no module" \

@@ -74,25 +74,10 @@ fi
 
 # chat: the reference LM (vocab 96) with a small character tokenizer and a Mistral template
 d="$tmp/chat"
-mkdir "$d"
-cp "$src/tests/reference/llama-lm-f32/config.json" "$src/tests/reference/llama-lm-f32/model.safetensors" "$d/"
-{
-    printf '{"model": {"type": "BPE", "unk_token": "<unk>", "vocab": {"<unk>": 0, "<s>": 1, '
-    printf '"</s>": 2, "\\u2581": 3'
-    i=4
-    for ch in a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N \
-        O P Q R S T U V W X Y Z '[' ']' / : . , '?' '!'; do
-        printf ', "%s": %d' "$ch" $i
-        i=$((i + 1))
-    done
-    printf '}, "merges": []}, "normalizer": {"type": "Sequence", "normalizers": [{"type": '
-    printf '"Prepend", "prepend": "\\u2581"}, {"type": "Replace", "pattern": {"String": " "}, '
-    printf '"content": "\\u2581"}]}, "added_tokens": [{"id": 1, "content": "<s>", "special": '
-    printf 'true}, {"id": 2, "content": "</s>", "special": true}]}\n'
-} > "$d/tokenizer.json"
+. "$src/tests/chat-fixture.sh"
+chat_fixture "$d"
 refused "--chat without a template" "--template" "$bin" generate -m "$d" -p "Hi" --chat
-printf '{"chat_template": "{{ bos_token }}{%% for m in messages %%}[INST] {{ m.content }} [/INST]{%% endfor %%}"}\n' \
-    > "$d/tokenizer_config.json"
+chat_template "$d"
 "$bin" generate -m "$d" -p "Hi there" --chat -n 4 --temp 0 --ignore-eos --print-ids \
     > "$tmp/o" 2> "$tmp/e" && [ "$(wc -w < "$tmp/o")" = 4 ] &&
     ok "--chat with the detected template: $(cat "$tmp/o")" || bad "--chat: $(cat "$tmp/e")"

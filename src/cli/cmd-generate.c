@@ -519,6 +519,35 @@ static int generate_run(int argc, char **argv)
     return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
 }
 
+/* /adapters, /toggle N, /scale N S between turns; true when line was one of them */
+static bool adapter_command(struct run *r, const char *line)
+{
+    struct lv_peft_stack *st = r->ad.st;
+    int i;
+    float scale;
+    char extra;
+    if (strcmp(line, "/adapters") == 0) {
+        if (st)
+            lv_cli_adapters_print(&r->ad, stderr);
+        else
+            fprintf(stderr, "no adapters (--adapter PATH[:SCALE])\n");
+        return true;
+    }
+    bool toggle = sscanf(line, "/toggle %d %c", &i, &extra) == 1;
+    bool scaled = !toggle && sscanf(line, "/scale %d %f %c", &i, &scale, &extra) == 2;
+    if (!toggle && !scaled)
+        return false;
+    if (!st || i < 0 || i >= st->n) {
+        fprintf(stderr, "no adapter %d (/adapters lists them)\n", i);
+        return true;
+    }
+    const struct lv_adapter *a = st->a[i];
+    lv_peft_stack_set(st, i, toggle ? !a->enabled : a->enabled, toggle ? a->scale : scale);
+    fprintf(stderr, "%s: %s, scale %g (the conversation is recomputed at the next turn)\n",
+            a->name, a->enabled ? "enabled" : "disabled", (double)a->scale);
+    return true;
+}
+
 static int chat_run(int argc, char **argv)
 {
     static const struct option opts[] = { COMMON_OPTIONS, { NULL, 0, NULL, 0 } };
@@ -552,6 +581,8 @@ static int chat_run(int argc, char **argv)
     while (rc == LV_OK && (len = getline(&line, &cap, stdin)) >= 0) {
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = 0;
+        if (adapter_command(&r, line))
+            continue;
         char *turn = lv_template_user_turn(r.tmpl, r.system, line, first, false);
         char *text = NULL;
         if (turn && asprintf(&text, "%s%s", first ? "" : lv_template_close_answer(r.tmpl),
@@ -573,10 +604,15 @@ static int chat_run(int argc, char **argv)
         struct lv_gen_opts o = { .n_predict = r.n_predict, .ignore_eos = r.ignore_eos,
                                  .eot_id = eot_of(&r), .stop = r.stop, .n_stop = r.n_stop };
         struct lv_gen_stats st;
+        r.m->recomputed.positions = 0;
+        r.m->recomputed.seconds = 0;
         if (rc == LV_OK)
             rc = lv_generate(r.m, r.tok, &s, ids.v, (int64_t)ids.n, &o, print_text, &r, &st);
         printf("\n");
         fflush(stdout);
+        if (r.m->recomputed.positions)
+            fprintf(stderr, "adapters changed: recomputed %lld cached positions in %.1f ms\n",
+                    (long long)r.m->recomputed.positions, r.m->recomputed.seconds * 1e3);
         if (rc == LV_OK)
             report(&st);
         first = false;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "lavinia/error.h"
+#include "model/generate.h"
 #include "peft/adapter.h"
 
 /* ----------------------------------------------------------------------------------------
@@ -220,6 +221,8 @@ void lv_llama_free(lv_llama *m)
     for (int64_t l = 0; m->cache && l < m->c.n_layers; l++)
         lv_kv_cache_done(&m->cache[l]);
     lv_weights_done(&m->w);
+    free(m->hist.ids);
+    free(m->hist.embd);
     free(m->cache);
     free(m->layers);
     lv_graph_free(m->g);
@@ -237,6 +240,14 @@ int lv_llama_truncate(lv_llama *m, int64_t n)
         return lv_error("model: cannot keep %lld of %lld cached positions", (long long)n,
                         (long long)m->pos);
     m->pos = n;
+    if (m->n_hidden > n)
+        m->n_hidden = n;
+    if (n == 0)
+        m->n_prefix = 0;
+    m->hist.n = n > m->n_prefix ? n - m->n_prefix : 0;
+    m->hist.n_embd = 0;
+    for (int64_t i = 0; i < m->hist.n; i++)
+        m->hist.n_embd += m->hist.ids[i] < 0;
     for (int64_t l = 0; l < m->c.n_layers; l++)
         m->cache[l].len = n;
     return LV_OK;
@@ -271,7 +282,23 @@ static lv_tensor *stream(lv_llama *m, int site, lv_tensor *x)
                ? lv_peft_stack_apply(m->peft, m->g, site, x, x, NULL, m->pos) : x;
 }
 
-static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, bool head, bool all)
+/* The mask that hides the first n_hidden positions from every later one (LaVIN's modality
+ * token), for T queries starting at m->pos; NULL when nothing is hidden. */
+static lv_tensor *hidden_mask(lv_llama *m, int64_t T)
+{
+    if (m->n_hidden == 0)
+        return NULL;
+    int64_t S = m->pos + T, shape[2] = { T, S };
+    lv_tensor *mask = lv_new(m->g, LV_I32, 2, shape);
+    for (int64_t t = 0; mask && t < T; t++)
+        for (int64_t k = 0; k < m->n_hidden && k < S; k++)
+            ((int32_t *)mask->data)[t * S + k] = m->pos + t >= m->n_hidden;
+    return mask;
+}
+
+/* x (T, C) through the blocks; skip: leading rows (prefix positions) left out of the result */
+static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, int64_t skip, bool head,
+                                bool all)
 {
     const struct lv_model_config *c = &m->c;
     lv_graph *g = m->g;
@@ -283,6 +310,9 @@ static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, bool head,
         return NULL;
     for (int64_t t = 0; t < T; t++)
         ((int32_t *)pos->data)[t] = (int32_t)(m->pos + t);
+    lv_tensor *mask = hidden_mask(m, T);
+    if (m->n_hidden && !mask)
+        return NULL;
     for (int64_t l = 0; x && l < c->n_layers; l++) {
         const struct lv_llama_layer *L = &m->layers[l];
         int l_ = (int)l;
@@ -296,7 +326,7 @@ static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, bool head,
         v = lv_reshape(g, v, 3, (int64_t[]){ T, KV, D });
         q = lv_rope(g, q, pos, m->rope, c->rope_theta, m->rope_scale);
         k = lv_rope(g, k, pos, m->rope, c->rope_theta, m->rope_scale);
-        lv_tensor *a = lv_attention(g, q, k, v, NULL, &m->cache[l], scale, LV_ATTN_CAUSAL);
+        lv_tensor *a = lv_attention(g, q, k, v, mask, &m->cache[l], scale, LV_ATTN_CAUSAL);
         a = lv_reshape(g, a, 2, (int64_t[]){ T, H * D });
         lv_tensor *h = lv_add(g, x, proj(m, site_of(m, l_, LV_LLM_O), a, L->wo));
         lv_tensor *f = lv_rmsnorm(g, h, L->ffn_norm, eps);
@@ -307,14 +337,16 @@ static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, bool head,
     }
     if (x && !all && T > 1)
         x = lv_slice(g, x, 0, T - 1, 1);
+    else if (x && all && skip)
+        x = lv_slice(g, x, 0, skip, T - skip);
     if (x)
         x = lv_rmsnorm(g, x, m->norm, eps);
     return x && head ? proj(m, m->peft ? lv_site_head(m->peft->sites) : 0, x, m->lm_head) : x;
 }
 
-static int forward(lv_llama *m, lv_tensor *x, int64_t T, float *logits, bool all)
+static int forward(lv_llama *m, lv_tensor *x, int64_t T, int64_t skip, float *logits, bool all)
 {
-    lv_tensor *out = forward_graph(m, x, T, logits != NULL, all);
+    lv_tensor *out = forward_graph(m, x, T, skip, logits != NULL, all);
     if (!out)
         return LV_ERR;
     if (logits)
@@ -331,12 +363,84 @@ static int begin(lv_llama *m, int64_t n)
                         "used)", (long long)n, (long long)m->pos, (long long)m->n_ctx);
     lv_graph_reset(m->g);
     lv_graph_set_recording(m->g, false);
-    return m->pos == 0 ? lv_peft_stack_begin(m->peft, m->g) : LV_OK;
+    if (m->pos != 0)
+        return LV_OK;
+    m->peft_gen = m->peft ? m->peft->gen : 0;
+    return lv_peft_stack_begin(m->peft, m->g);
+}
+
+/* remember what n new positions were made from (ids, or rows of embd when ids is NULL) */
+static int remember(lv_llama *m, const int32_t *ids, const float *embd, int64_t n)
+{
+    int64_t C = m->c.dim;
+    if (!m->hist.ids && !(m->hist.ids = malloc((size_t)m->n_ctx * sizeof *m->hist.ids)))
+        return lv_error_status(LV_ENOMEM, "model: out of memory");
+    if (!ids && m->hist.n_embd + n > m->hist.cap_embd) {
+        int64_t cap = m->hist.cap_embd ? m->hist.cap_embd : 64;
+        while (cap < m->hist.n_embd + n)
+            cap *= 2;
+        float *e = realloc(m->hist.embd, (size_t)(cap * C) * sizeof *e);
+        if (!e)
+            return lv_error_status(LV_ENOMEM, "model: out of memory");
+        m->hist.embd = e;
+        m->hist.cap_embd = cap;
+    }
+    for (int64_t i = 0; i < n; i++)
+        m->hist.ids[m->hist.n + i] = ids ? ids[i] : -1;
+    if (!ids) {
+        memcpy(m->hist.embd + m->hist.n_embd * C, embd, (size_t)(n * C) * sizeof *embd);
+        m->hist.n_embd += n;
+    }
+    m->hist.n += n;
+    return LV_OK;
+}
+
+/* The adapters changed since the cache was made: run everything again from the inputs. */
+static int recompute(lv_llama *m)
+{
+    int64_t n = m->hist.n, ne = m->hist.n_embd, C = m->c.dim;
+    int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
+    float *embd = malloc((size_t)(ne ? ne * C : 1) * sizeof *embd);
+    if (!ids || !embd) {
+        free(ids);
+        free(embd);
+        return lv_error_status(LV_ENOMEM, "model: out of memory");
+    }
+    memcpy(ids, m->hist.ids, (size_t)n * sizeof *ids);
+    memcpy(embd, m->hist.embd, (size_t)(ne * C) * sizeof *embd);
+    double t0 = lv_now();
+    lv_llama_reset(m);
+    int rc = LV_OK;
+    for (int64_t i = 0, e = 0; rc == LV_OK && i < n;) {
+        int64_t j = i;
+        while (j < n && (ids[j] < 0) == (ids[i] < 0))
+            j++;
+        rc = ids[i] < 0 ? lv_llama_forward_embd(m, embd + e * C, j - i, NULL, false)
+                        : lv_llama_forward(m, ids + i, j - i, NULL, false);
+        e += ids[i] < 0 ? j - i : 0;
+        i = j;
+    }
+    m->recomputed.positions += m->pos;
+    m->recomputed.seconds += lv_now() - t0;
+    free(ids);
+    free(embd);
+    return rc;
+}
+
+/* before new positions: recompute the cache if the adapter stack changed */
+static int sync_adapters(lv_llama *m)
+{
+    uint64_t gen = m->peft ? m->peft->gen : 0;
+    if (m->pos == 0 || gen == m->peft_gen)
+        return LV_OK;
+    return recompute(m);
 }
 
 /* after a failure the cache keeps what it had */
 static int finish(lv_llama *m, int64_t n, int rc)
 {
+    if (rc != LV_OK && m->pos == 0)
+        m->n_hidden = 0;
     if (rc == LV_OK)
         m->pos += n;
     for (int64_t l = 0; l < m->c.n_layers; l++)
@@ -344,9 +448,70 @@ static int finish(lv_llama *m, int64_t n, int rc)
     return rc;
 }
 
+/* Positions that prefix methods put before a new sequence (their rows first, those hidden
+ * from later positions before the visible ones), concatenated before x. */
+static lv_tensor *with_prefix(lv_llama *m, lv_tensor *x, const lv_tensor *ids, int64_t *P,
+                              int64_t *hidden)
+{
+    *P = *hidden = 0;
+    struct lv_peft_stack *st = m->peft;
+    if (!x || !st || m->pos != 0)
+        return x;
+    lv_tensor *rows[2] = { NULL, NULL };     /* hidden, visible */
+    for (int k = 0; k < st->n; k++) {
+        const struct lv_adapter *a = st->a[k];
+        bool hid = false;
+        lv_tensor *p = NULL;
+        int rc = lv_peft_stack_prefix(st, m->g, k, ids, &p, &hid);
+        if (rc)
+            return NULL;
+        if (!p)
+            continue;
+        if (p->ndim != 2 || p->shape[1] != m->c.dim) {
+            lv_error("%s: method '%s' made prefix rows of the wrong shape", a->name,
+                     a->method->name);
+            return NULL;
+        }
+        rows[!hid] = rows[!hid] ? lv_concat(m->g, rows[!hid], p, 0) : p;
+        if (hid)
+            *hidden += p->shape[0];
+    }
+    lv_tensor *pre = rows[0] && rows[1] ? lv_concat(m->g, rows[0], rows[1], 0)
+                     : rows[0] ? rows[0] : rows[1];
+    if (!pre)
+        return x;
+    *P = pre->shape[0];
+    if (*P + x->shape[0] > m->n_ctx) {
+        lv_error("model: %lld prefix positions and %lld more do not fit in the context of %lld",
+                 (long long)*P, (long long)x->shape[0], (long long)m->n_ctx);
+        return NULL;
+    }
+    return lv_concat(m->g, pre, x, 0);
+}
+
+/* run x (n rows) with any prefix; the cache keeps n + prefix positions */
+static int run_rows(lv_llama *m, lv_tensor *x, const lv_tensor *ids, int64_t n, float *logits,
+                    bool all)
+{
+    int64_t P, hidden;
+    bool start = m->pos == 0;
+    lv_tensor *xp = with_prefix(m, x, ids, &P, &hidden);
+    if (!xp)
+        return LV_ERR;
+    if (start) {
+        m->n_hidden = hidden;
+        m->n_prefix = P;
+    }
+    int rc = forward(m, xp, n + P, P, logits, all);
+    return finish(m, n + P, rc);
+}
+
+
 int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all)
 {
-    int rc = begin(m, n);
+    int rc = sync_adapters(m);
+    if (rc == LV_OK)
+        rc = begin(m, n);
     if (rc)
         return rc;
     for (int64_t i = 0; i < n; i++)
@@ -360,7 +525,8 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
     lv_tensor *x = lv_embedding(m->g, m->tok_emb, t);
     if (lv_peft_stack_active(m->peft, LV_SITE_EMBED_INDEX))
         x = lv_peft_stack_apply(m->peft, m->g, LV_SITE_EMBED_INDEX, x, x, t, m->pos);
-    return finish(m, n, x ? forward(m, x, n, logits, all) : LV_ERR);
+    rc = run_rows(m, x, t, n, logits, all);
+    return rc == LV_OK ? remember(m, ids, NULL, n) : rc;
 }
 
 int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
@@ -379,24 +545,31 @@ int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
 
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all)
 {
-    int rc = begin(m, n);
+    int rc = sync_adapters(m);
+    if (rc == LV_OK)
+        rc = begin(m, n);
     if (rc)
         return rc;
     lv_tensor *x = lv_new(m->g, LV_F32, 2, (int64_t[]){ n, m->c.dim });
     if (!x)
         return LV_ERR;
     memcpy(x->data, embd, (size_t)(n * m->c.dim) * sizeof(float));
-    return finish(m, n, forward(m, x, n, logits, all));
+    rc = run_rows(m, x, NULL, n, logits, all);
+    return rc == LV_OK ? remember(m, NULL, embd, n) : rc;
 }
 
 /* ----------------------------------------------------------------------------------------
  * gradients
  */
 
-static int backward_pass(lv_llama *m, lv_tensor *x, lv_tensor *leaf, int64_t n,
-                         const float *dlogits, float *logits, float *dembd)
+static int backward_pass(lv_llama *m, lv_tensor *x, const lv_tensor *ids, lv_tensor *leaf,
+                         int64_t n, const float *dlogits, float *logits, float *dembd)
 {
-    lv_tensor *y = x ? forward_graph(m, x, n, true, true) : NULL;
+    int64_t P = 0, hidden = 0;
+    x = with_prefix(m, x, ids, &P, &hidden);   /* a fresh sequence: pos is 0 */
+    m->n_hidden = hidden;
+    m->n_prefix = P;
+    lv_tensor *y = x ? forward_graph(m, x, n + P, P, true, true) : NULL;
     int rc = y ? LV_OK : LV_ERR;
     if (rc == LV_OK && logits)
         lv_tensor_to_f32(logits, y);
@@ -407,7 +580,7 @@ static int backward_pass(lv_llama *m, lv_tensor *x, lv_tensor *leaf, int64_t n,
     lv_tensor_free(dy);
     if (rc == LV_OK && dembd && leaf && leaf->grad)
         lv_tensor_to_f32(dembd, leaf->grad);
-    rc = finish(m, n, rc);
+    rc = finish(m, n + P, rc);
     lv_graph_reset(m->g);
     lv_graph_set_recording(m->g, false);
     return rc;
@@ -433,7 +606,8 @@ int lv_llama_backward(lv_llama *m, const int32_t *ids, const float *embd, int64_
         x = t ? lv_embedding(m->g, m->tok_emb, t) : NULL;
         if (lv_peft_stack_active(m->peft, LV_SITE_EMBED_INDEX))
             x = lv_peft_stack_apply(m->peft, m->g, LV_SITE_EMBED_INDEX, x, x, t, m->pos);
-        return backward_pass(m, x, NULL, n, dlogits, logits, NULL);
+        rc = backward_pass(m, x, t, NULL, n, dlogits, logits, NULL);
+        return rc == LV_OK ? remember(m, ids, NULL, n) : rc;
     }
     int64_t shape[2] = { n, m->c.dim };
     if (!(leaf = lv_tensor_new(LV_F32, 2, shape)))
@@ -443,13 +617,15 @@ int lv_llama_backward(lv_llama *m, const int32_t *ids, const float *embd, int64_
         lv_tensor_set_param(leaf);
     else
         lv_tensor_set_frozen(leaf);
-    rc = backward_pass(m, leaf, leaf, n, dlogits, logits, dembd);
+    rc = backward_pass(m, leaf, NULL, leaf, n, dlogits, logits, dembd);
     lv_tensor_free(leaf);
+    if (rc == LV_OK)
+        rc = remember(m, NULL, embd, n);
     return rc;
 }
 
 void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st)
 {
     m->peft = st;
-    lv_llama_reset(m);
+    m->peft_gen = ~(uint64_t)0;          /* cached positions, if any, are recomputed */
 }

@@ -42,11 +42,26 @@ struct lv_llama {
     lv_kv_cache *cache;                    /* [L] */
     int64_t n_ctx;                         /* positions the cache holds */
     int64_t pos;                           /* positions filled */
+    int64_t n_hidden;                      /* leading positions later ones do not see (a
+                                              prefix method's hidden rows) */
     lv_rope_mode rope;
     float rope_scale;
     lv_graph *g;
     struct lv_weights w;                   /* every weight, for freeing */
     struct lv_peft_stack *peft;            /* adapters called at each site, or NULL */
+    uint64_t peft_gen;                     /* the stack's generation the cache was made with */
+    /* What the cached positions were made from, to recompute them when the adapters change:
+     * per position after the prefix an id, or -1 for a row of embd (spliced images). */
+    struct {
+        int32_t *ids;
+        float *embd;
+        int64_t n, n_embd, cap_embd;
+    } hist;
+    int64_t n_prefix;                      /* positions the prefix methods put first */
+    struct {
+        int64_t positions;                 /* recomputed since the caller zeroed this */
+        double seconds;
+    } recomputed;
 };
 
 /* Load the language model of ck (LLaMA, Mistral, llama2.c, or LLaVA's text half). n_ctx 0:
@@ -72,15 +87,19 @@ int64_t lv_llama_vocab(const lv_llama *m);
 
 /* Run n tokens at positions pos.. pos+n-1 and append them to the cache. logits: NULL, or
  * room for the last row (all = false: V floats) or for every row (all = true: n x V). An
- * error (ids out of range, past the context) leaves the cache as it was. */
+ * error (ids out of range, past the context) leaves the cache as it was. At the start of a
+ * sequence (pos 0), adapters with a prefix callback put their positions first: the cache
+ * then holds them too (pos advances past them) and logits cover the n tokens only. */
 int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all);
 /* The token embeddings of n ids (n x C floats), for splicing image tokens in. */
 int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out);
 /* The same from input embeddings (n x C floats): image tokens spliced by the vision code. */
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all);
 
-/* The adapter stack the model calls at its sites (NULL: none); the stack is borrowed. The
- * cache is forgotten: cached positions were computed with the previous adapters. */
+/* The adapter stack the model calls at its sites (NULL: none); the stack is borrowed. When
+ * the stack changes (adapters added, toggled or scaled) the cached positions no longer hold:
+ * the next forward recomputes them from the inputs it remembers and adds what it cost to
+ * m->recomputed (positions, seconds). */
 struct lv_peft_stack;
 void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st);
 

@@ -151,6 +151,23 @@ int lv_adapter_tensor_name(const struct lv_adapter *a, int site, int k, char *ou
 
 /* --- the stack ----------------------------------------------------------------------- */
 
+/* Router traces: what routed methods decided, per adapter, site and row (one record per
+ * call; values rows x width floats at off). Bounded: records past the cap are dropped. */
+struct lv_peft_trace_rec {
+    int adapter, site;
+    int64_t pos, rows;              /* sequence position of the first row */
+    int width;
+    size_t off;
+};
+#define LV_PEFT_TRACE_MAX_VALUES ((size_t)64 << 20)
+struct lv_peft_trace {
+    bool on;
+    float *v;
+    size_t n, cap;
+    struct lv_peft_trace_rec *r;
+    int nr, rcap;
+};
+
 struct lv_peft_stack {
     const struct lv_site_table *sites;
     struct lv_adapter **a;
@@ -160,6 +177,9 @@ struct lv_peft_stack {
     uint64_t step;                      /* counts calls, for dropout seeds */
     int modality;
     bool training;
+    uint64_t gen;                       /* counts changes (add, enable, scale): a model's
+                                           cache made under another generation is stale */
+    struct lv_peft_trace trace;
 };
 
 struct lv_peft_stack *lv_peft_stack_new(const struct lv_site_table *sites);
@@ -167,11 +187,16 @@ void lv_peft_stack_free(struct lv_peft_stack *st);        /* frees its adapters 
 int lv_peft_stack_add(struct lv_peft_stack *st, struct lv_adapter *a);
 /* Enable or disable adapter i, or set its scale; recompute which sites are active. */
 void lv_peft_stack_set(struct lv_peft_stack *st, int i, bool enabled, float scale);
+/* Start (or stop) recording router traces, forgetting what was recorded. */
+void lv_peft_stack_trace(struct lv_peft_stack *st, bool on);
 /* A new sequence: zero the methods' states and call their begin. */
 int lv_peft_stack_begin(struct lv_peft_stack *st, lv_graph *g);
 /* At site i: y plus every active adapter's scaled contribution (y itself when none). */
 lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, lv_tensor *x,
                                lv_tensor *y, const lv_tensor *ids, int64_t pos);
+/* Adapter k's prefix rows for a new sequence (*out NULL: none), scaled by its scale. */
+int lv_peft_stack_prefix(struct lv_peft_stack *st, lv_graph *g, int k, const lv_tensor *ids,
+                         lv_tensor **out, bool *hidden);
 static inline bool lv_peft_stack_active(const struct lv_peft_stack *st, int site)
 {
     return st && st->active[site] > 0;

@@ -52,9 +52,9 @@ int lv_peft_register(const struct lv_peft_method *m, const char *what)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
             return lv_error("%s: method name '%s' must be lower-case letters, digits, '_' or "
                             "'-'", what, m->name);
-    if (!m->create || !m->apply)
+    if (!m->create || (!m->apply && !m->prefix))
         return lv_error("%s: method '%s' has no %s callback", what, m->name,
-                        m->create ? "apply" : "create");
+                        m->create ? "apply (or prefix)" : "create");
     if (!(m->sites & (LV_SITE_LINEAR | LV_SITE_STREAM | LV_SITE_EMBED)))
         return lv_error("%s: method '%s' attaches to no kind of site", what, m->name);
     for (int i = 0; i < n_registry; i++)

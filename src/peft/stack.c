@@ -38,6 +38,8 @@ void lv_peft_stack_free(struct lv_peft_stack *st)
         lv_adapter_free(st->a[i]);
     free(st->a);
     free(st->active);
+    free(st->trace.v);
+    free(st->trace.r);
     free(st);
 }
 
@@ -62,6 +64,7 @@ int lv_peft_stack_add(struct lv_peft_stack *st, struct lv_adapter *a)
         return lv_error_status(LV_ENOMEM, "adapters: out of memory");
     st->a = na;
     st->a[st->n++] = a;
+    st->gen++;
     recount(st);
     return LV_OK;
 }
@@ -70,6 +73,8 @@ void lv_peft_stack_set(struct lv_peft_stack *st, int i, bool enabled, float scal
 {
     if (i < 0 || i >= st->n)
         return;
+    if (st->a[i]->enabled != enabled || st->a[i]->scale != scale)
+        st->gen++;
     st->a[i]->enabled = enabled;
     st->a[i]->scale = scale;
     recount(st);
@@ -115,6 +120,60 @@ int lv_peft_stack_begin(struct lv_peft_stack *st, lv_graph *g)
     return LV_OK;
 }
 
+int lv_peft_stack_prefix(struct lv_peft_stack *st, lv_graph *g, int k, const lv_tensor *ids,
+                         lv_tensor **out, bool *hidden)
+{
+    const struct lv_adapter *a = st->a[k];
+    *out = NULL;
+    *hidden = false;
+    if (!a->enabled || a->scale == 0.0f || !a->method->prefix)
+        return LV_OK;
+    struct lv_peft_call c;
+    fill_call(&c, st, a, k, LV_SITE_EMBED_INDEX, g);
+    c.ids = ids;
+    lv_error_clear();
+    int rc = a->method->prefix(&c, out, hidden);
+    if (rc == LV_OK && *out && a->scale != 1.0f)
+        *out = lv_scale(g, *out, a->scale);
+    if (rc == LV_OK && !*out && *lv_errmsg())
+        rc = LV_ERR;
+    return rc;
+}
+
+/* room for rows x width trace values of adapter k at a site; NULL when full */
+static float *trace_slot(struct lv_peft_stack *st, int k, int site, int64_t pos, int64_t rows,
+                         int width)
+{
+    struct lv_peft_trace *t = &st->trace;
+    size_t need = (size_t)rows * (size_t)width;
+    if (t->n + need > LV_PEFT_TRACE_MAX_VALUES)
+        return NULL;
+    if (t->n + need > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < t->n + need)
+            cap *= 2;
+        float *v = realloc(t->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        t->v = v;
+        t->cap = cap;
+    }
+    if (t->nr == t->rcap) {
+        int rcap = t->rcap ? 2 * t->rcap : 256;
+        struct lv_peft_trace_rec *r = realloc(t->r, (size_t)rcap * sizeof *r);
+        if (!r)
+            return NULL;
+        t->r = r;
+        t->rcap = rcap;
+    }
+    t->r[t->nr++] = (struct lv_peft_trace_rec){ .adapter = k, .site = site, .pos = pos,
+                                                .rows = rows, .width = width, .off = t->n };
+    float *slot = t->v + t->n;
+    memset(slot, 0, need * sizeof *slot);
+    t->n += need;
+    return slot;
+}
+
 lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, lv_tensor *x,
                                lv_tensor *y, const lv_tensor *ids, int64_t pos)
 {
@@ -122,10 +181,11 @@ lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, 
         return y;
     st->step++;
     lv_tensor *out = y;
-    for (int k = 0; out && k < st->n; k++) {
+    for (int k = 0; k < st->n; k++) {
         const struct lv_adapter *a = st->a[k];
         const struct lv_adapter_site *as = &a->at[site];
-        if (!a->enabled || a->scale == 0.0f || !(as->on || as->save_w))
+        bool run = as->on && a->method->apply;
+        if (!a->enabled || a->scale == 0.0f || !(run || as->save_w))
             continue;
         struct lv_peft_call c;
         fill_call(&c, st, a, k, site, g);
@@ -139,18 +199,34 @@ lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, 
             lv_tensor *r = c.site->kind == LV_SITE_EMBED
                                ? lv_embedding(g, as->save_w, ids)
                                : lv_linear(g, x, as->save_w, as->save_b);
-            d = lv_sub(g, r, y);
+            if (!(d = lv_sub(g, r, y)))
+                return NULL;
         }
-        if (as->on) {
+        if (run) {
+            int width = a->method->trace_width ? a->method->trace_width(c.site, as->vals) : 0;
+            if (st->trace.on && width > 0)
+                c.trace = trace_slot(st, k, site, pos, y->shape[0], width);
+            lv_error_clear();
             lv_tensor *m = a->method->apply(&c);
+            if (!m) {
+                if (!*lv_errmsg())
+                    lv_error("%s: method '%s' failed at %s", a->name, a->method->name,
+                             c.site->name);
+                return NULL;
+            }
             d = d ? lv_add(g, d, m) : m;
         }
         if (d && a->scale != 1.0f)
             d = lv_scale(g, d, a->scale);
-        out = d ? lv_add(g, out, d) : NULL;
-        if (!d && !*lv_errmsg())
-            lv_error("%s: method '%s' failed at %s", a->name, a->method->name,
-                     c.site->name);
+        if (!d || !(out = lv_add(g, out, d)))
+            return NULL;
     }
     return out;
+}
+
+void lv_peft_stack_trace(struct lv_peft_stack *st, bool on)
+{
+    st->trace.on = on;
+    st->trace.n = 0;
+    st->trace.nr = 0;
 }
