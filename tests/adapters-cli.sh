@@ -31,7 +31,7 @@ if grep -q "^0: lora-tiny" "$tmp/o" &&
     grep -q "method lora, rank 4, alpha 8, 11712 parameters, scale 1, enabled" "$tmp/o" &&
     grep -q "^  34 sites: llm.0.attn.q, " "$tmp/o" &&
     grep -q "rank 2, alpha 4 (rsLoRA), 1408 parameters, scale 0.5" "$tmp/o" &&
-    grep -q "^2: lora-text.gguf" "$tmp/o" && grep -q "^  14 sites" "$tmp/o"; then
+    grep -q "^2: lora-text.gguf" "$tmp/o" && grep -q "^  15 sites: llm.embed, " "$tmp/o"; then
     ok "lavinia adapters lists method, rank, alpha, parameters, scale and sites"
 else
     bad "lavinia adapters: $(cat "$tmp/o" "$tmp/e")"

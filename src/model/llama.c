@@ -406,8 +406,10 @@ static int recompute(lv_llama *m)
         free(embd);
         return lv_error_status(LV_ENOMEM, "model: out of memory");
     }
-    memcpy(ids, m->hist.ids, (size_t)n * sizeof *ids);
-    memcpy(embd, m->hist.embd, (size_t)(ne * C) * sizeof *embd);
+    if (n)
+        memcpy(ids, m->hist.ids, (size_t)n * sizeof *ids);
+    if (ne)
+        memcpy(embd, m->hist.embd, (size_t)(ne * C) * sizeof *embd);
     double t0 = lv_now();
     lv_llama_reset(m);
     int rc = LV_OK;
@@ -529,7 +531,7 @@ int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, 
     return rc == LV_OK ? remember(m, ids, NULL, n) : rc;
 }
 
-int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
+int lv_llama_embed(lv_llama *m, const int32_t *ids, int64_t n, float *out)
 {
     int64_t C = m->c.dim;
     size_t row = lv_dtype_bytes(m->tok_emb->dtype, C);
@@ -540,6 +542,21 @@ int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out)
         lv_convert_row(out + i * C, LV_F32, (const char *)m->tok_emb->data + (size_t)ids[i] * row,
                        m->tok_emb->dtype, C);
     }
+    if (!lv_peft_stack_active(m->peft, LV_SITE_EMBED_INDEX) || n == 0)
+        return LV_OK;
+    /* adapters of the embedding (LoRA on embed_tokens, a replaced table) */
+    lv_graph_reset(m->g);
+    lv_graph_set_recording(m->g, false);
+    lv_tensor *t = lv_new(m->g, LV_I32, 1, &n);
+    lv_tensor *x = lv_new(m->g, LV_F32, 2, (int64_t[]){ n, C });
+    if (!t || !x)
+        return LV_ERR;
+    memcpy(t->data, ids, (size_t)n * sizeof *ids);
+    memcpy(x->data, out, (size_t)(n * C) * sizeof *out);
+    lv_tensor *y = lv_peft_stack_apply(m->peft, m->g, LV_SITE_EMBED_INDEX, x, x, t, m->pos);
+    if (!y)
+        return LV_ERR;
+    lv_tensor_to_f32(out, y);
     return LV_OK;
 }
 

@@ -91,8 +91,9 @@ int64_t lv_llama_vocab(const lv_llama *m);
  * sequence (pos 0), adapters with a prefix callback put their positions first: the cache
  * then holds them too (pos advances past them) and logits cover the n tokens only. */
 int lv_llama_forward(lv_llama *m, const int32_t *ids, int64_t n, float *logits, bool all);
-/* The token embeddings of n ids (n x C floats), for splicing image tokens in. */
-int lv_llama_embed(const lv_llama *m, const int32_t *ids, int64_t n, float *out);
+/* The token embeddings of n ids (n x C floats), for splicing image tokens in, with the
+ * embedding's adapters applied. */
+int lv_llama_embed(lv_llama *m, const int32_t *ids, int64_t n, float *out);
 /* The same from input embeddings (n x C floats): image tokens spliced by the vision code. */
 int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logits, bool all);
 

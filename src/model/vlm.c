@@ -12,7 +12,7 @@
 
 #include "lavinia/error.h"
 
-int lv_vlm_splice(const lv_llama *m, const int32_t *ids, int64_t n, int32_t image_id,
+int lv_vlm_splice(lv_llama *m, const int32_t *ids, int64_t n, int32_t image_id,
                   const float *images, int64_t n_images, int64_t n_img, float **out,
                   int64_t *n_out)
 {

@@ -16,7 +16,7 @@
 /* Each image marker in ids (marker id: image_id) takes the next image's n_img x C tokens from
  * images (n_images of them, back to back). *out (malloc'd, *n_out x C floats). An error when
  * the markers and the images do not match in number. */
-int lv_vlm_splice(const lv_llama *m, const int32_t *ids, int64_t n, int32_t image_id,
+int lv_vlm_splice(lv_llama *m, const int32_t *ids, int64_t n, int32_t image_id,
                   const float *images, int64_t n_images, int64_t n_img, float **out,
                   int64_t *n_out);
 

@@ -180,15 +180,19 @@ static int load_saved(struct lv_adapter *a, const char *file, const struct lv_ck
                         t->file_name, a->method->name);
     char module[256];
     snprintf(module, sizeof module, "%.*s", (int)(dot - rest), rest);
-    size_t idx;
-    json_t *e;
     bool listed = false;
-    json_array_foreach(mts, idx, e) {
-        const char *s = json_string_value(e);
-        size_t sl = s ? strlen(s) : 0, ml = strlen(module);
-        if (s && (strcmp(module, s) == 0 ||
-                  (ml > sl && module[ml - sl - 1] == '.' && strcmp(module + ml - sl, s) == 0)))
-            listed = true;
+    /* PEFT wraps the module whose name ends with an entry; its tensors lie below it */
+    for (const char *end = module; !listed && end;) {
+        end = strchr(end + 1, '.');
+        size_t ml = end ? (size_t)(end - module) : strlen(module), idx;
+        json_t *e;
+        json_array_foreach(mts, idx, e) {
+            const char *s = json_string_value(e);
+            size_t sl = s ? strlen(s) : 0;
+            if (s && sl && sl <= ml && strncmp(module + ml - sl, s, sl) == 0 &&
+                (sl == ml || module[ml - sl - 1] == '.'))
+                listed = true;
+        }
     }
     if (!listed)
         return lv_error("%s: tensor '%s' is not a parameter of a '%s' adapter and its module "

@@ -425,7 +425,8 @@ int lv_adapter_new(struct lv_adapter **out, const struct lv_peft_method *method,
             idx[ctx.n++] = i;
             a->at[i].on = true;
         }
-    if (rc == LV_OK && ctx.n == 0)
+    const json_t *mts = json_object_get(config, "modules_to_save");
+    if (rc == LV_OK && ctx.n == 0 && !(json_is_array(mts) && json_array_size(mts) > 0))
         rc = lv_error("%s: target_modules selects no module of this model that method '%s' "
                       "can adapt", what, method->name);
     if (rc == LV_OK && (rc = method->create(&ctx)) != LV_OK) {

@@ -19,15 +19,22 @@ tests/refdata.h):
   rslora-tiny/   r 2, lora_alpha 4, use_rslora, target_modules ["q_proj", "v_proj"] (suffixes:
                  the language model's and the vision tower's), in the module names of
                  transformers >= 4.52 (base_model.model.model.language_model.layers.N...)
-  lora-text.gguf the language-model half of lora-tiny as llama.cpp's convert_lora_to_gguf.py
-                 writes it (FORMATS.md §2.9): blk.N.attn_q.weight.lora_a/.lora_b, q/k B rows
-                 permuted to Meta order, adapter.lora.alpha 8
+  lora-mts/      r 2 on ["q_proj"] (suffix: the language model's and the tower's) with
+                 modules_to_save ["multi_modal_projector", "lm_head"]: whole new projector
+                 weights and biases and a new output head, as PEFT saves them
+                 (base_model.model.multi_modal_projector.linear_1.weight, ...)
+  lora-text.gguf the language-model half of lora-tiny plus a LoRA of the token embedding
+                 (PEFT's lora_embedding_A (r, V), lora_embedding_B (C, r)), as llama.cpp's
+                 convert_lora_to_gguf.py writes them (FORMATS.md §2.9):
+                 blk.N.attn_q.weight.lora_a/.lora_b, q/k B rows permuted to Meta order,
+                 token_embd.weight.lora_a holding A transposed, adapter.lora.alpha 8
 
   "logits.lora"    (10, 96)  logits over llava.bin's spliced prompt with lora-tiny
   "logits.rslora"  (10, 96)  with rslora-tiny
   "logits.stack"   (10, 96)  with both at once
   "logits.half"    (10, 96)  with lora-tiny at scale 0.5 (s B A halved)
-  "logits.text"    (10, 96)  with lora-text (language-model sites only)
+  "logits.text"    (10, 96)  with lora-text (language-model sites and the embedding)
+  "logits.mts"     (10, 96)  with lora-mts
   "RL"             (10, 96)  a random weighting; the loss is sum(logits * RL)
   "a.SITE" / "b.SITE"        d loss / d A and d B of lora-tiny at each site (lavinia's site
                              names: llm.0.attn.q, vit.1.mlp.fc1, proj.1, ...)
@@ -88,7 +95,8 @@ def modules():
 
 def hub_name(plain):
     """llava-hf's module path"""
-    return "language_model." + plain if plain.startswith("model.") else plain
+    lm_part = plain.startswith("model.") or plain.startswith("lm_head")
+    return "language_model." + plain if lm_part else plain
 
 
 def new_name(plain):
@@ -110,8 +118,9 @@ def make_adapter(rs, base, mods, r):
     return ad
 
 
-def merged(base, adapters):
-    """the base weights (plain names) with s B A added: adapters = [(ad, s), ...]"""
+def merged(base, adapters, emb=None):
+    """the base weights (plain names) with s B A added: adapters = [(ad, s), ...]; emb:
+    (A, B, s) of an embedding LoRA, whose table gains s (B A)^T"""
     w = {}
     for k, v in base.items():
         if k.startswith("language_model."):
@@ -120,6 +129,9 @@ def merged(base, adapters):
     for ad, s in adapters:
         for plain, (site, a, b) in ad.items():
             w[plain + ".weight"] = w[plain + ".weight"] + s * (b @ a)
+    if emb is not None:
+        a, b, s = emb
+        w["model.embed_tokens.weight"] = w["model.embed_tokens.weight"] + s * (b @ a).T
     return w
 
 
@@ -133,9 +145,9 @@ def logits_of(w, pixels, ids):
     return lm.forward(text, torch.arange(seq.shape[0]))
 
 
-def write_peft(d, ad, naming, config):
+def write_peft(d, ad, naming, config, saved=None):
     os.makedirs(d, exist_ok=True)
-    t = {}
+    t = {"base_model.model." + naming(k): v.float() for k, v in (saved or {}).items()}
     for plain, (site, a, b) in ad.items():
         p = "base_model.model." + naming(plain)
         t[p + ".lora_A.weight"] = a.detach().float()
@@ -170,7 +182,7 @@ def hf_to_meta(b, heads):
     return b.reshape(heads, 2, hd // 2, -1).swapaxes(1, 2).reshape(out_f, -1)
 
 
-def write_gguf(path, ad, alpha):
+def write_gguf(path, ad, alpha, emb):
     def s(x):
         b = x.encode()
         return struct.pack("<Q", len(b)) + b
@@ -191,6 +203,9 @@ def write_gguf(path, ad, alpha):
             bm = hf_to_meta(bm, lm.KV)
         tensors.append((base + ".lora_a", a.detach().float().numpy()))
         tensors.append((base + ".lora_b", np.ascontiguousarray(bm)))
+    ea, eb = emb
+    tensors.append(("token_embd.weight.lora_a", np.ascontiguousarray(ea.detach().float().numpy().T)))
+    tensors.append(("token_embd.weight.lora_b", eb.detach().float().numpy()))
     head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
     for k, t, v in kv:
         head += s(k) + struct.pack("<I", t) + v
@@ -258,17 +273,41 @@ def main():
                                                   pixels, ids).numpy()))
         tensors.append(("logits.half", logits_of(merged(base, [(lora, 0.5 * s_lora)]),
                                                  pixels, ids).numpy()))
+
+    # modules_to_save: new projector and head weights, in place of the base's
+    qo = [(m, s) for m, s in mods if m.endswith("q_proj")]
+    mts = make_adapter(rs, base, qo, 2)
+    saved = {}
+    for name in ("multi_modal_projector.linear_1.weight", "multi_modal_projector.linear_1.bias",
+                 "multi_modal_projector.linear_2.weight", "multi_modal_projector.linear_2.bias",
+                 "lm_head.weight"):
+        b = base[hub_name(name)]
+        saved[name] = (b + 0.1 * torch.tensor(rs.standard_normal(tuple(b.shape)),
+                                              dtype=torch.float32)).float().double()
+    with torch.no_grad():
+        w = merged(base, [(mts, 1.0)])
+        w.update(saved)
+        tensors.append(("logits.mts", logits_of(w, pixels, ids).numpy()))
+    # an embedding LoRA for the GGUF file (drawn last: the adapters above stay as they were)
+    emb_a = torch.tensor(rs.uniform(-1, 1, (4, lm.V)), dtype=torch.float32).double()
+    emb_b = torch.tensor(rs.uniform(-1, 1, (lm.C, 4)) / 2, dtype=torch.float32).double()
+    with torch.no_grad():
         text = {k: v for k, v in lora.items() if k.startswith("model.")}
-        tensors.append(("logits.text", logits_of(merged(base, [(text, s_lora)]),
+        tensors.append(("logits.text", logits_of(merged(base, [(text, s_lora)],
+                                                        (emb_a, emb_b, s_lora)),
                                                  pixels, ids).numpy()))
+    cfg = peft_config(2, 2, ["q_proj"], False)
+    cfg["modules_to_save"] = ["multi_modal_projector", "lm_head"]
+    write_peft(os.path.join(HERE, "lora-mts"), mts, hub_name, cfg, saved)
 
     write_peft(os.path.join(HERE, "lora-tiny"), lora, hub_name,
                peft_config(4, 8, "all-linear", False))
     write_peft(os.path.join(HERE, "rslora-tiny"), rsl, new_name,
                peft_config(2, 4, ["q_proj", "v_proj"], True))
-    write_gguf(os.path.join(HERE, "lora-text.gguf"), lora, 8.0)
+    write_gguf(os.path.join(HERE, "lora-text.gguf"), lora, 8.0, (emb_a, emb_b))
     lm.write_ref(os.path.join(HERE, "lora.bin"), tensors)
-    print("wrote lora-tiny/, rslora-tiny/, lora-text.gguf and lora.bin (%d tensors)" % len(tensors))
+    print("wrote lora-tiny/, rslora-tiny/, lora-mts/, lora-text.gguf and lora.bin (%d tensors)"
+          % len(tensors))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,21 @@ static int gradients(struct model *md, const float *px, const int32_t *ids, cons
     return rc;
 }
 
+/* the logits of a training pass (the graph records) */
+static int train_logits(struct model *md, const float *px, const int32_t *ids, const float *RL,
+                        float *out)
+{
+    float toks[4 * C], *seq = NULL;
+    int64_t n = 0;
+    int rc = lv_clip_encode(md->v, px, toks, NULL);
+    if (rc == LV_OK)
+        rc = lv_vlm_splice(md->m, ids, 7, 95, toks, 1, 4, &seq, &n);
+    if (rc == LV_OK)
+        rc = lv_llama_backward(md->m, NULL, seq, n, RL, out, NULL);
+    free(seq);
+    return rc;
+}
+
 /* every parameter's gradient against the reference's (pa + site name, pb + site name) */
 static void check_grads(const struct ref_file *rf, const struct lv_adapter *a, const char *pa,
                         const char *pb, const char *what)
@@ -341,6 +356,7 @@ int main(int argc, char **argv)
     const struct ref_tensor *r_half = ref_get(&rf, "logits.half", 2, (int64_t[]){ NT, V });
     const struct ref_tensor *r_text = ref_get(&rf, "logits.text", 2, (int64_t[]){ NT, V });
     const struct ref_tensor *RLr = ref_get(&rf, "RL", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *r_mts = ref_get(&rf, "logits.mts", 2, (int64_t[]){ NT, V });
     char path[1200], gg[400], mm[400], tmp[256];
     snprintf(path, sizeof path, "%s/tests/reference/llava-tiny", top());
     const char *t0 = getenv("TMPDIR");
@@ -349,7 +365,7 @@ int main(int argc, char **argv)
         return tu_assert(false, "a temporary directory (%s)", tmp), tu_finish();
     struct model md;
     if (!pixels || !idsr || !base_ref || !r_lora || !r_rs || !r_stack || !r_half || !r_text ||
-        !RLr || !model_open(&md, path, NULL)) {
+        !RLr || !r_mts || !model_open(&md, path, NULL)) {
         ref_done(&rf);
         ref_done(&lr);
         return tu_finish();
@@ -433,6 +449,93 @@ int main(int argc, char **argv)
                   "(%s)", e, rc == LV_OK ? "ok" : lv_errmsg());
     }
     save_rules(&md);
+    /* modules_to_save: a new projector and output head in place of the base's */
+    lv_peft_stack_set(md.st, md.st->n - 1, false, 1.0f);
+    if (add_adapter(&md, "lora-mts")) {
+        const struct lv_adapter *a = md.st->a[md.st->n - 1];
+        int head = lv_site_head(&md.sites), p1 = lv_site_proj(&md.sites, 0);
+        e = logits_err(&md, px, ids, r_mts, out);
+        tu_assert(a->at[head].save_w && a->at[p1].save_w && a->at[p1].save_b && e <= TOL,
+                  "lora-mts (q_proj, modules_to_save: projector and lm_head): relative error "
+                  "%.2e", e);
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/mts", tmp);
+        struct lv_adapter *b = NULL;
+        int rc = lv_adapter_save(a, dir);
+        if (rc == LV_OK)
+            rc = lv_adapter_load(&b, dir, &md.sites, &md.ck);
+        lv_peft_stack_set(md.st, md.st->n - 1, false, 1.0f);
+        if (rc == LV_OK && (rc = lv_peft_stack_add(md.st, b)) != LV_OK)
+            lv_adapter_free(b);
+        e = rc == LV_OK ? logits_err(&md, px, ids, r_mts, out) : 1.0;
+        tu_assert(e <= TOL, "lora-mts saved by lavinia and loaded again: relative error %.2e "
+                  "(%s)", e, rc == LV_OK ? "ok" : lv_errmsg());
+        /* a modules_to_save tensor for a module the model lacks */
+        if (rc == LV_OK) {
+            char path2[500];
+            snprintf(path2, sizeof path2, "%s/adapter_model.safetensors", dir);
+            float junk[4] = { 0 };
+            lv_st_wtensor wt = { .name = "base_model.model.model.extra_head.weight",
+                                 .dtype = LV_ST_F32, .ndim = 2, .shape = { 2, 2 },
+                                 .data = junk };
+            lv_st_write(path2, &wt, 1, NULL);
+            snprintf(path2, sizeof path2, "%s/adapter_config.json", dir);
+            FILE *f = fopen(path2, "w");
+            if (f) {
+                fputs("{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"q_proj\"],"
+                      " \"modules_to_save\": [\"extra_head\"]}\n", f);
+                fclose(f);
+            }
+            rc = lv_adapter_load(&b, dir, &md.sites, &md.ck);
+            tu_assert(rc != LV_OK && strstr(lv_errmsg(), "extra_head"), "a modules_to_save "
+                      "tensor of a module the model lacks is refused: %s", lv_errmsg());
+        }
+    }
+    /* PEFT's initialisation: B zero, so a new adapter leaves the model as it was */
+    {
+        json_t *cfg = json_pack("{s:s, s:i, s:f, s:s}", "peft_type", "LORA", "r", 8,
+                                "lora_alpha", 16.0, "target_modules", "all-linear");
+        struct lv_adapter *a = NULL;
+        for (int k = 0; k < md.st->n; k++)
+            lv_peft_stack_set(md.st, k, false, 1.0f);
+        int rc = lv_adapter_new(&a, lv_peft_find("lora"), cfg, &md.sites, 42, "fresh");
+        json_decref(cfg);
+        bool init_ok = rc == LV_OK;
+        for (int i = 0; init_ok && i < md.sites.n; i++) {
+            if (!a->at[i].on)
+                continue;
+            const lv_tensor *A = a->at[i].p[0], *B = a->at[i].p[1];
+            double bound = 1.0 / sqrt((double)A->shape[1]), amax = 0;
+            for (int64_t j = 0; j < lv_tensor_nelem(A); j++)
+                amax = fmax(amax, fabs(((float *)A->data)[j]));
+            for (int64_t j = 0; j < lv_tensor_nelem(B); j++)
+                init_ok &= ((float *)B->data)[j] == 0.0f;
+            init_ok &= amax <= bound && amax > 0.5 * bound;
+        }
+        if (rc == LV_OK && (rc = lv_peft_stack_add(md.st, a)) != LV_OK)
+            lv_adapter_free(a);
+        tu_assert(init_ok && rc == LV_OK && logits(&md, px, ids, out) == LV_OK &&
+                      memcmp(out, base, sizeof out) == 0,
+                  "a new LoRA (A Kaiming-uniform within 1/sqrt(in), B zero): logits "
+                  "bit-identical to the base");
+        /* dropout applies in training only */
+        if (rc == LV_OK) {
+            lv_peft_stack_set(md.st, md.st->n - 1, false, 1.0f);
+            for (int k = 0; k < md.st->n; k++)
+                if (strcmp(md.st->a[k]->name, "lora-tiny") == 0)
+                    lv_peft_stack_set(md.st, k, true, 1.0f);
+            md.st->training = true;
+            rc = train_logits(&md, px, ids, RL, out2);
+            md.st->training = false;
+            double d = rc == LV_OK ? tu_rel_err(out2, r_lora->data, NT * V) : 0;
+            e = train_logits(&md, px, ids, RL, out) == LV_OK
+                    ? tu_rel_err(out, r_lora->data, NT * V) : 1.0;
+            tu_assert(rc == LV_OK && d > 1e-3 && e <= TOL, "lora_dropout 0.05 changes the "
+                      "logits of a training pass (relative difference %.2e), not those of a "
+                      "pass without dropout (%.2e)",
+                      d, e);
+        }
+    }
     model_close(&md);
 
     /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */
