@@ -232,6 +232,23 @@ static int load_saved(struct lv_adapter *a, const char *file, const struct lv_ck
 
 /* --- PEFT folders --------------------------------------------------------------------- */
 
+int lv_adapter_config_parse(const char *text, size_t n, const char *what, json_t **out)
+{
+    *out = NULL;
+    if (n > CONFIG_MAX)
+        return lv_error("%s: larger than %u bytes", what, CONFIG_MAX);
+    json_error_t err;
+    json_t *j = json_loadb(text, n, JSON_REJECT_DUPLICATES, &err);
+    if (!j)
+        return lv_error("%s: line %d: %s", what, err.line, err.text);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return lv_error("%s: not a JSON object", what);
+    }
+    *out = j;
+    return LV_OK;
+}
+
 static int read_config(const char *dir, json_t **out)
 {
     *out = NULL;
@@ -242,20 +259,13 @@ static int read_config(const char *dir, json_t **out)
     int rc = lv_read_file(path, CONFIG_MAX, &text, &n);
     if (rc)
         return rc;
-    json_error_t err;
-    json_t *j = json_loadb(text, n, JSON_REJECT_DUPLICATES, &err);
+    rc = lv_adapter_config_parse(text, n, path, out);
     free(text);
-    if (!j)
-        return lv_error("%s: line %d: %s", path, err.line, err.text);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return lv_error("%s: not a JSON object", path);
-    }
-    *out = j;
-    return LV_OK;
+    return rc;
 }
 
-static int method_of(const json_t *config, const char *what, const struct lv_peft_method **m)
+int lv_adapter_method_of(const json_t *config, const char *what,
+                         const struct lv_peft_method **m)
 {
     const char *type = json_string_value(json_object_get(config, "peft_type"));
     if (!type)
@@ -354,7 +364,7 @@ static int load_peft_dir(struct lv_adapter **out, const char *dir,
     const struct lv_peft_method *m;
     struct lv_checkpoint ck;
     struct stat sb;
-    if ((rc = method_of(config, what, &m)) == LV_OK && stat(st, &sb) != 0) {
+    if ((rc = lv_adapter_method_of(config, what, &m)) == LV_OK && stat(st, &sb) != 0) {
         snprintf(st, sizeof st, "%s/adapter_model.bin", dir);
         rc = stat(st, &sb) == 0
                  ? lv_error("%s: a pickled PyTorch file; lavinia reads adapter_model."

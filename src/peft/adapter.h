@@ -17,6 +17,7 @@
 #ifndef LV_PEFT_ADAPTER_H
 #define LV_PEFT_ADAPTER_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -98,6 +99,10 @@ bool lv_module_canonical(const char *module, char *out, size_t n);
  * (layers_to_transform). Sets sel[i] for every selected site of a kind in the kinds mask.
  * what names the configuration in messages. */
 struct json_t;
+/* Compile a Python-syntax regex (the forms PEFT configs use) as POSIX ERE between before and
+ * after; repeat bounds are limited. An error names what. */
+int lv_py_regcomp(regex_t *rx, const char *py, const char *before, const char *after,
+                  const char *what);
 int lv_site_select(const struct lv_site_table *t, const struct json_t *targets,
                    const struct json_t *exclude, const struct json_t *layers, unsigned kinds,
                    bool *sel, const char *what);
@@ -144,6 +149,11 @@ void lv_adapter_free(struct lv_adapter *a);
  * refused with a message naming the first tensor that does not. */
 int lv_adapter_load(struct lv_adapter **out, const char *path, const struct lv_site_table *sites,
                     const struct lv_checkpoint *base);
+/* adapter_config.json text -> a JSON object (what names it in messages). */
+int lv_adapter_config_parse(const char *text, size_t n, const char *what, struct json_t **out);
+/* The method a configuration names (peft_type; LORA with use_dora true is "dora"). */
+int lv_adapter_method_of(const struct json_t *config, const char *what,
+                         const struct lv_peft_method **m);
 /* Write a PEFT folder in the sites' naming (atomically: a file is either whole or absent). */
 int lv_adapter_save(const struct lv_adapter *a, const char *dir);
 /* The tensor name a parameter has in a PEFT file: "base_model.model." + module + "." + name. */

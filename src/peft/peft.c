@@ -162,10 +162,17 @@ static int check_value(const struct lv_peft_key *k, const json_t *v, const char 
         json_t *e;
         if (!json_is_object(v))
             return lv_error("%s: '%s' must be an object of pattern: number", what, k->name);
-        json_object_foreach((json_t *)v, key, e)
+        json_object_foreach((json_t *)v, key, e) {
+            regex_t rx;
+            char where[300];
             if (!json_is_number(e))
                 return lv_error("%s: '%s': the value of '%s' must be a number", what, k->name,
                                 key);
+            snprintf(where, sizeof where, "%s: '%s'", what, k->name);
+            if (lv_py_regcomp(&rx, key, "^(.*\\.)?(", ")$", where) != LV_OK)
+                return LV_ERR;
+            regfree(&rx);
+        }
         return LV_OK;
     }
     }
@@ -257,10 +264,8 @@ double lv_peft_get_pattern(const lv_peft_ctx *ctx, const char *key, int site, do
     const char *pat;
     json_t *e;
     json_object_foreach((json_t *)v, pat, e) {
-        char full[1100];
         regex_t rx;
-        snprintf(full, sizeof full, "^(.*\\.)?(%s)$", pat);
-        if (regcomp(&rx, full, REG_EXTENDED | REG_NOSUB) != 0)
+        if (lv_py_regcomp(&rx, pat, "^(.*\\.)?(", ")$", key) != LV_OK)
             continue;
         int hit = regexec(&rx, s->module, 0, NULL, 0) == 0;
         regfree(&rx);

@@ -246,11 +246,41 @@ int lv_site_find_name(const struct lv_site_table *t, const char *name)
 
 /* --- selection ----------------------------------------------------------------------- */
 
-/* Python's re syntax as POSIX ERE for the forms PEFT configs use: \d \w \s, (?: ... ) */
+/* Python's re syntax as POSIX ERE for the forms PEFT configs use: \d \w \s, (?: ... ).
+ * Repeats are limited: glibc's regcomp copies the repeated tree for each bound and for each
+ * stacked quantifier, so "a++++..." or nested large bounds would take memory without end.
+ * At most 4 bounded repeats with bounds up to 32, at most 64 quantifiers, none stacked on
+ * another (Python refuses those too, as "multiple repeat"). */
+static bool is_quantifier(char c)
+{
+    return c == '*' || c == '+' || c == '?' || c == '{';
+}
+
 static bool py_to_ere(const char *py, char *out, size_t n)
 {
     size_t o = 0;
+    int braces = 0, quantifiers = 0;
+    bool after_quantifier = false, in_brace = false;
     for (const char *p = py; *p; p++) {
+        /* p is at a token: an escape pair is consumed whole below */
+        if (in_brace) {
+            in_brace = *p != '}';
+        } else if (is_quantifier(*p)) {
+            if (after_quantifier || ++quantifiers > 64)
+                return false;
+            after_quantifier = true;
+            if (*p == '{') {
+                char *end;
+                long a = strtol(p + 1, &end, 10), b = a;
+                if (*end == ',')
+                    b = end[1] == '}' ? 0 : strtol(end + 1, &end, 10);
+                if (++braces > 4 || a < 0 || a > 32 || b < 0 || b > 32)
+                    return false;
+                in_brace = true;
+            }
+        } else {
+            after_quantifier = false;
+        }
         const char *rep = NULL;
         char one[3] = { 0 };
         if (p[0] == '\\' && p[1]) {
@@ -297,19 +327,27 @@ static bool list_match(const json_t *list, const char *module)
 }
 
 /* does one target spec (string regex / list) select module? -1 on a bad regex */
-static int spec_match(const json_t *spec, const char *module, const char *what, const char *key)
+int lv_py_regcomp(regex_t *rx, const char *py, const char *before, const char *after,
+                  const char *what)
+{
+    char ere[1024], full[1100];
+    if (!py_to_ere(py, ere, sizeof ere))
+        return lv_error("%s: the regex '%.60s' is too long or repeats too much (bounds up to "
+                        "32)", what, py);
+    snprintf(full, sizeof full, "%s%s%s", before, ere, after);
+    if (regcomp(rx, full, REG_EXTENDED | REG_NOSUB) != 0)
+        return lv_error("%s: '%.60s' is not a regular expression lavinia understands", what,
+                        py);
+    return LV_OK;
+}
+
+static int spec_match(const json_t *spec, const char *module, const char *what)
 {
     if (json_is_array(spec))
         return list_match(spec, module);
-    const char *re = json_string_value(spec);
-    char ere[1024], full[1100];
-    if (!py_to_ere(re, ere, sizeof ere))
-        return lv_error("%s: %s regex is too long", what, key), -1;
-    snprintf(full, sizeof full, "^(%s)$", ere);
     regex_t rx;
-    if (regcomp(&rx, full, REG_EXTENDED | REG_NOSUB) != 0)
-        return lv_error("%s: %s '%s' is not a regular expression lavinia understands", what,
-                        key, re), -1;
+    if (lv_py_regcomp(&rx, json_string_value(spec), "^(", ")$", what) != LV_OK)
+        return -1;
     int hit = regexec(&rx, module, 0, NULL, 0) == 0;
     regfree(&rx);
     return hit;
@@ -348,11 +386,11 @@ int lv_site_select(const struct lv_site_table *t, const json_t *targets, const j
         if (!(kinds & s->kind))
             continue;
         int hit = all_linear ? s->kind == LV_SITE_LINEAR && i != lv_site_head(t)
-                             : spec_match(targets, s->module, what, "target_modules");
+                             : spec_match(targets, s->module, what);
         if (hit < 0)
             return LV_ERR;
         if (hit && exclude && !json_is_null(exclude)) {
-            int ex = spec_match(exclude, s->module, what, "exclude_modules");
+            int ex = spec_match(exclude, s->module, what);
             if (ex < 0)
                 return LV_ERR;
             hit = !ex;

@@ -305,6 +305,19 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
 #endif
 };
 
+#ifdef LV_X86
+/* F16C: CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports does not know it) */
+static bool has_f16c(void)
+{
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    (void)a;
+    (void)b;
+    (void)d;
+    return (c >> 29) & 1u;
+}
+#endif
+
 bool cpu_simd_supported(enum cpu_simd_level l)
 {
     switch (l) {
@@ -312,8 +325,7 @@ bool cpu_simd_supported(enum cpu_simd_level l)
 #ifdef LV_X86
     case CPU_SIMD_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case CPU_SIMD_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f");
