@@ -1,28 +1,17 @@
 #!/bin/bash
 # adapters-cli.sh: --adapter PATH[:SCALE] as a person uses it. lavinia adapters lists what is
 # loaded; generate with a PEFT folder changes the logits, scale 0 gives the base's bytes;
-# a GGUF LoRA and a folder load side by side; bench runs with an adapter; an adapter that does
-# not fit the model, a missing one and a bad scale are refused with one line.
+# a GGUF LoRA and a folder load side by side; bench runs with an adapter; chat toggles and
+# scales between turns; an adapter that does not fit the model, a missing one and bad
+# adapter_config.json files (r 0, an unknown peft_type, use_dora, truncated) are refused with
+# one line.
 set -u
 bin="${LV_TOP_BUILDDIR:-.}/src/lavinia"
 src="${LV_TOP_SRCDIR:-.}"
 ref="$src/tests/reference"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lv-adapters-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-fail=0
-ok() { echo "OK     $1"; }
-bad() { echo "NOT OK $1"; fail=1; }
-refused() { # WHAT WORDS COMMAND...
-    local what=$1 words=$2
-    shift 2
-    "$@" > "$tmp/o" 2> "$tmp/e"
-    local rc=$?
-    if [ $rc = 1 ] && [ "$(wc -l < "$tmp/e")" = 1 ] && grep -q -- "$words" "$tmp/e"; then
-        ok "$what: $(cat "$tmp/e")"
-    else
-        bad "$what: status $rc: $(cat "$tmp/e")"
-    fi
-}
+. "$src/tests/testlib.sh"
 
 lv="$ref/llava-tiny"
 "$bin" adapters -m "$lv" --adapter "$ref/lora-tiny" --adapter "$ref/rslora-tiny:0.5" \
@@ -66,7 +55,6 @@ grep -q "^0: lora-tiny" "$tmp/o" && grep -q "^decode: 4 tokens" "$tmp/o" &&
     ok "bench --adapter" || bad "bench --adapter: $(cat "$tmp/o" "$tmp/e")"
 
 # chat: /toggle between turns recomputes the conversation with the new adapters
-. "$src/tests/chat-fixture.sh"
 chat_fixture "$tmp/chat"
 chat_template "$tmp/chat"
 printf 'Hello there\n/adapters\n/toggle 0\nAnd again?\n/scale 0 0.5\nOnce more\n' |

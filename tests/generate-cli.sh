@@ -9,22 +9,7 @@ src="${LV_TOP_SRCDIR:-.}"
 conf="${LAVINIA_CONFORMANCE_DIR:-$src/../shared/conformance}"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lv-gen-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-fail=0
-ok() { echo "OK     $1"; }
-bad() { echo "NOT OK $1"; fail=1; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
-# one error line naming WORDS, status 1
-refused() { # WHAT WORDS COMMAND...
-    local what=$1 words=$2
-    shift 2
-    "$@" > "$tmp/o" 2> "$tmp/e"
-    local rc=$?
-    if [ $rc = 1 ] && [ "$(wc -l < "$tmp/e")" = 1 ] && grep -q -- "$words" "$tmp/e"; then
-        ok "$what: $(cat "$tmp/e")"
-    else
-        bad "$what: status $rc: $(cat "$tmp/e")"
-    fi
-}
+. "$src/tests/testlib.sh"
 
 model="$conf/stories260K.bin"
 if [ -f "$model" ]; then
@@ -74,7 +59,6 @@ fi
 
 # chat: the reference LM (vocab 96) with a small character tokenizer and a Mistral template
 d="$tmp/chat"
-. "$src/tests/chat-fixture.sh"
 chat_fixture "$d"
 refused "--chat without a template" "--template" "$bin" generate -m "$d" -p "Hi" --chat
 chat_template "$d"

@@ -1,6 +1,26 @@
-# chat-fixture.sh (sourced): chat_fixture DIR makes a chat-ready model in DIR, the reference
-# LM of tests/reference/gen_llama_lm.py (vocab 96) with a small character tokenizer.json;
-# chat_template DIR adds a Mistral-style chat template to it.
+# testlib.sh (sourced by the command-line tests, after they set $tmp and $src):
+#   ok WHAT / bad WHAT          one result line (bad sets fail=1)
+#   check WHAT GOT WANT         ok when GOT = WANT
+#   refused WHAT WORDS CMD...   ok when CMD exits 1 with one line on stderr naming WORDS
+#   chat_fixture DIR            a chat-ready model in DIR: the reference LM of
+#                               tests/reference/gen_llama_lm.py (vocab 96) with a small
+#                               character tokenizer.json
+#   chat_template DIR           adds a Mistral-style chat template to it
+fail=0
+ok() { echo "OK     $1"; }
+bad() { echo "NOT OK $1"; fail=1; }
+check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
+refused() {
+    local what=$1 words=$2
+    shift 2
+    "$@" > "$tmp/o" 2> "$tmp/e"
+    local rc=$?
+    if [ $rc = 1 ] && [ "$(wc -l < "$tmp/e")" = 1 ] && grep -q -- "$words" "$tmp/e"; then
+        ok "$what: $(cat "$tmp/e")"
+    else
+        bad "$what: status $rc: $(cat "$tmp/e")"
+    fi
+}
 chat_fixture() {
     local d=$1 i ch
     mkdir -p "$d"
