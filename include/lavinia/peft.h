@@ -81,13 +81,15 @@ typedef enum lv_key_type {
     LV_KEY_BOOL,
     LV_KEY_STRING,
     LV_KEY_PATTERN,             /* a JSON object {regex: number}, PEFT's rank_pattern */
+    LV_KEY_MODULES,             /* module names as target_modules takes them: a list (suffix
+                                   match) or a string (a regex over the whole name) */
 } lv_key_type;
 
 struct lv_peft_key {
     const char *name;           /* NULL ends the table */
     lv_key_type type;
-    const char *def;            /* default as text ("8", "0.0", "false", "gaussian"); NULL:
-                                   none (a string key then reads as NULL) */
+    const char *def;            /* default as text ("8", "0.0", "false", "gaussian"; JSON for
+                                   LV_KEY_MODULES); NULL: none (a string key reads as NULL) */
     double min, max;            /* range for numbers; both 0: unbounded */
     const char *choices;        /* strings: allowed values separated by '|', or NULL */
     const char *help;
@@ -140,9 +142,17 @@ double lv_peft_get_pattern(const lv_peft_ctx *ctx, const char *key, int site, do
 int lv_peft_param(lv_peft_ctx *ctx, int site, const char *name, int ndim, const int64_t *shape,
                   struct lv_peft_init init, unsigned flags);
 
+/* Whether site i's module is named by a LV_KEY_MODULES key (IA3's feedforward_modules). */
+bool lv_peft_site_matches(const lv_peft_ctx *ctx, const char *key, int site);
+
+/* The tensor of parameter k of site i (site -1: shared), to give it values create computes
+ * (DoRA's magnitude starts as the norms of the base weight's rows). */
+lv_tensor *lv_peft_param_tensor(lv_peft_ctx *ctx, int site, int k);
+
 /* Numbers kept per site (slot 0..7) or per adapter (site -1), read back in apply
  * (call->vals, call->adapter_vals): a scaling, a rank, a flag. */
 void lv_peft_set_value(lv_peft_ctx *ctx, int site, int slot, float v);
+float lv_peft_get_value(const lv_peft_ctx *ctx, int site, int slot);
 #define LV_PEFT_VALUES 8
 
 /* --- applying ----------------------------------------------------------------------- */
@@ -201,6 +211,12 @@ struct lv_peft_method {
      * when the bias does not change. LV_ENOTSUP when this configuration cannot be merged. */
     int (*merge)(const struct lv_peft_call *call, lv_tensor *w, lv_tensor *b, float scale,
                  lv_tensor **w_out, lv_tensor **b_out);
+    /* Optional. Bytes of per-sequence state at one site, when they depend on the site
+     * (DoRA keeps the detached norm of each output row); overrides .state_bytes. */
+    size_t (*state_size)(const struct lv_peft_site *site, const float *vals);
+    /* Optional. The peft_type written in adapter_config.json (NULL: the name in upper case):
+     * DoRA is PEFT's "LORA" with use_dora. */
+    const char *peft_type;
 };
 
 /* A plugin's entry point: the methods it defines, NULL-terminated. */

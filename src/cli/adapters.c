@@ -98,7 +98,8 @@ static const char *site_kinds(unsigned k, char *buf, size_t n)
 
 static void print_methods(void)
 {
-    static const char *const types[] = { "int", "float", "bool", "string", "pattern" };
+    static const char *const types[] = { "int", "float", "bool", "string", "pattern",
+                                          "modules" };
     for (int i = 0; i < lv_peft_count(); i++) {
         const struct lv_peft_method *m = lv_peft_at(i);
         char kinds[64];

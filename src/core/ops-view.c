@@ -82,10 +82,12 @@ lv_tensor *lv_cast(lv_graph *g, lv_tensor *x, lv_dtype dtype)
 {
     if (!x)
         return NULL;
+    /* block types (frozen weights) may be dequantised: DoRA's weight norm, merging */
+    bool dequant = lv_dtype_is_block(x->dtype) && lv_tensor_is_contiguous(x);
     if (dtype == LV_I32 || x->dtype == LV_I32 || (unsigned)dtype >= LV_DTYPE_COUNT ||
-        lv_dtype_is_block(dtype) || lv_dtype_is_block(x->dtype)) {
-        lv_error("cast: only between F32, F16 and BF16 (%s to %s)", lv_dtype_name(x->dtype),
-                 lv_dtype_name(dtype));
+        lv_dtype_is_block(dtype) || (lv_dtype_is_block(x->dtype) && !dequant)) {
+        lv_error("cast: only between F32, F16 and BF16, or from a contiguous block type (%s "
+                 "to %s)", lv_dtype_name(x->dtype), lv_dtype_name(dtype));
         return NULL;
     }
     lv_node *n = op_begin(g, LV_OP_CAST);

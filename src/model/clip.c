@@ -72,7 +72,9 @@ int lv_clip_load(lv_clip **out, const struct lv_checkpoint *ck)
         ((rc = get(im, ck, "multi_modal_projector.linear_2.weight", &v->proj2_w)) ||
          (rc = get(im, ck, "multi_modal_projector.linear_2.bias", &v->proj2_b))))
         goto fail;
-    for (int64_t l = 0; rc == LV_OK && l < v->n_run; l++) {
+    /* every stored block, also those after the feature layer that never run: adapters
+     * trained on the whole tower (DoRA, IA3) read their weights, and merging writes them */
+    for (int64_t l = 0; rc == LV_OK && l < L; l++) {
         struct lv_clip_layer *Y = &v->layers[l];
         struct { const char *suffix; lv_tensor **dst; } t[] = {
             { "layer_norm1.weight", &Y->ln1_w }, { "layer_norm1.bias", &Y->ln1_b },
@@ -130,7 +132,7 @@ int lv_clip_new_random(lv_clip **out, const struct lv_model_config *c, uint64_t 
     RW(&v->proj1_b, 1, 0.0f, C);
     RW(&v->proj2_w, 2, 0.0f, C, C);
     RW(&v->proj2_b, 1, 0.0f, C);
-    for (int64_t l = 0; l < v->n_run; l++) {
+    for (int64_t l = 0; l < L; l++) {
         struct lv_clip_layer *Y = &v->layers[l];
         RW(&Y->ln1_w, 1, 1.0f, D);
         RW(&Y->ln1_b, 1, 0.0f, D);

@@ -573,7 +573,8 @@ static json_t *config_out(const struct lv_adapter *a)
     if (!c)
         return NULL;
     char type[64];
-    snprintf(type, sizeof type, "%s", a->method->name);
+    snprintf(type, sizeof type, "%s", a->method->peft_type ? a->method->peft_type
+                                                           : a->method->name);
     for (char *p = type; *p; p++)
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
     json_object_set_new(c, "peft_type", json_string(type));
@@ -597,6 +598,9 @@ static json_t *config_out(const struct lv_adapter *a)
                 : strcmp(k->def, "false") == 0 ? json_false() : json_string(k->def);
             break;
         case LV_KEY_PATTERN: v = json_object(); break;
+        case LV_KEY_MODULES:
+            v = k->def ? json_loads(k->def, JSON_DECODE_ANY, NULL) : json_null();
+            break;
         }
         json_object_set_new(c, k->name, v);
     }

@@ -103,6 +103,9 @@ struct json_t;
  * after; repeat bounds are limited. An error names what. */
 int lv_py_regcomp(regex_t *rx, const char *py, const char *before, const char *after,
                   const char *what);
+/* Does a target spec (a JSON list of suffixes or a regex string) name module? 1 yes, 0 no,
+ * -1 a bad regex (message set). */
+int lv_site_spec_match(const struct json_t *spec, const char *module, const char *what);
 int lv_site_select(const struct lv_site_table *t, const struct json_t *targets,
                    const struct json_t *exclude, const struct json_t *layers, unsigned kinds,
                    bool *sel, const char *what);
@@ -116,6 +119,7 @@ struct lv_adapter_site {
     char **names;                       /* "lora_A.weight" */
     float vals[LV_PEFT_VALUES];
     void *state;                        /* method's per-sequence state */
+    size_t state_bytes;
     lv_tensor *save_w, *save_b;         /* modules_to_save: a whole new weight (and bias) for
                                            this module, used in place of the base's */
 };
@@ -214,6 +218,15 @@ static inline bool lv_peft_stack_active(const struct lv_peft_stack *st, int site
 
 /* Built-in methods. */
 extern const struct lv_peft_method lv_peft_lora;
+extern const struct lv_peft_method lv_peft_dora;
+extern const struct lv_peft_method lv_peft_ia3;
+/* What LoRA and DoRA share (lora.c): the factors and their values (scaling in slot
+ * LV_LORA_SCALING, dropout in LV_LORA_DROPOUT), the input after dropout, s B A x. */
+enum { LV_LORA_SCALING, LV_LORA_DROPOUT };
+extern const struct lv_peft_key lv_lora_dora_keys[];
+int lv_lora_create(lv_peft_ctx *ctx, bool dora);
+lv_tensor *lv_lora_input(const struct lv_peft_call *c);
+lv_tensor *lv_lora_delta(const struct lv_peft_call *c, lv_tensor *x);
 /* Register the built-ins once (idempotent). */
 void lv_peft_builtins(void);
 

@@ -21,43 +21,46 @@
 #include "lavinia/peft.h"
 #include "peft/adapter.h"
 
-enum { V_SCALING, V_DROPOUT, V_RANK };
+enum { V_SCALING = LV_LORA_SCALING, V_DROPOUT = LV_LORA_DROPOUT, V_RANK };
 enum { P_A, P_B };
 
-static const struct lv_peft_key lora_keys[] = {
-    { .name = "r", .type = LV_KEY_INT, .def = "8", .min = 1, .max = 65536,
-      .help = "rank of the A and B factors" },
-    { .name = "lora_alpha", .type = LV_KEY_FLOAT, .def = "8", .min = -1e6, .max = 1e6,
-      .help = "the update is scaled by lora_alpha / r (or / sqrt(r) with use_rslora)" },
-    { .name = "lora_dropout", .type = LV_KEY_FLOAT, .def = "0", .min = 0, .max = 0.999,
-      .help = "dropout on the adapter's input while training" },
-    { .name = "use_rslora", .type = LV_KEY_BOOL, .def = "false",
-      .help = "rank-stabilised scaling: lora_alpha / sqrt(r)" },
-    { .name = "init_lora_weights", .type = LV_KEY_STRING, .def = "true",
-      .choices = "true|false|gaussian",
-      .help = "initialisation: true (B zero, the base model unchanged), gaussian, false" },
-    { .name = "rank_pattern", .type = LV_KEY_PATTERN,
-      .help = "per-module ranks: {pattern: r}, the pattern matching the module path's end" },
-    { .name = "alpha_pattern", .type = LV_KEY_PATTERN,
-      .help = "per-module alphas: {pattern: alpha}" },
-    { .name = "bias", .type = LV_KEY_STRING, .def = "none", .choices = "none",
-      .help = "trainable biases (lavinia supports \"none\")" },
-    { .name = "fan_in_fan_out", .type = LV_KEY_BOOL, .def = "false",
-      .help = "weights stored (in, out), GPT-2 style (not for LLaMA-family models)" },
-    { .name = "use_dora", .type = LV_KEY_BOOL, .def = "false",
-      .help = "weight-decomposed LoRA (the dora method)" },
-    { .name = "lora_bias", .type = LV_KEY_BOOL, .def = "false",
-      .help = "a bias on B (not supported)" },
+#define LORA_KEYS(dora_default)                                                               \
+    { .name = "r", .type = LV_KEY_INT, .def = "8", .min = 1, .max = 65536,                     \
+      .help = "rank of the A and B factors" },                                                \
+    { .name = "lora_alpha", .type = LV_KEY_FLOAT, .def = "8", .min = -1e6, .max = 1e6,         \
+      .help = "the update is scaled by lora_alpha / r (or / sqrt(r) with use_rslora)" },      \
+    { .name = "lora_dropout", .type = LV_KEY_FLOAT, .def = "0", .min = 0, .max = 0.999,        \
+      .help = "dropout on the adapter's input while training" },                              \
+    { .name = "use_rslora", .type = LV_KEY_BOOL, .def = "false",                               \
+      .help = "rank-stabilised scaling: lora_alpha / sqrt(r)" },                              \
+    { .name = "init_lora_weights", .type = LV_KEY_STRING, .def = "true",                       \
+      .choices = "true|false|gaussian",                                                        \
+      .help = "initialisation: true (B zero, the base model unchanged), gaussian, false" },    \
+    { .name = "rank_pattern", .type = LV_KEY_PATTERN,                                          \
+      .help = "per-module ranks: {pattern: r}, the pattern matching the module path's end" }, \
+    { .name = "alpha_pattern", .type = LV_KEY_PATTERN,                                         \
+      .help = "per-module alphas: {pattern: alpha}" },                                        \
+    { .name = "bias", .type = LV_KEY_STRING, .def = "none", .choices = "none",                 \
+      .help = "trainable biases (lavinia supports \"none\")" },                               \
+    { .name = "fan_in_fan_out", .type = LV_KEY_BOOL, .def = "false",                           \
+      .help = "weights stored (in, out), GPT-2 style (not for LLaMA-family models)" },        \
+    { .name = "use_dora", .type = LV_KEY_BOOL, .def = dora_default,                            \
+      .help = "weight-decomposed LoRA (the dora method)" },                                   \
+    { .name = "lora_bias", .type = LV_KEY_BOOL, .def = "false",                                \
+      .help = "a bias on B (not supported)" },                                                \
     { .name = NULL }
-};
+
+const struct lv_peft_key lv_lora_dora_keys[] = { LORA_KEYS("true") };
+
+static const struct lv_peft_key lora_keys[] = { LORA_KEYS("false") };
 
 static const char *const lora_default_targets[] = { "q_proj", "v_proj", NULL };
 
-static int lora_create(lv_peft_ctx *ctx)
+int lv_lora_create(lv_peft_ctx *ctx, bool dora)
 {
     static const char *const refused[] = { "fan_in_fan_out", "use_dora", "lora_bias" };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
-        if (lv_peft_get_bool(ctx, refused[i]))
+        if (lv_peft_get_bool(ctx, refused[i]) && !(dora && i == 1))
             return lv_error("LoRA: %s = true is not supported", refused[i]);
     const char *init = lv_peft_get_str(ctx, "init_lora_weights");
     bool rs = lv_peft_get_bool(ctx, "use_rslora");
@@ -88,6 +91,8 @@ static int lora_create(lv_peft_ctx *ctx)
         }
         if (pa != P_A || pb != P_B)
             return LV_ERR;
+        if (dora && s->kind != LV_SITE_LINEAR)
+            return lv_error("DoRA: %s is not a linear layer", s->module);
         lv_peft_set_value(ctx, i, V_SCALING, (float)(rs ? alpha / sqrt((double)r) : alpha / (double)r));
         lv_peft_set_value(ctx, i, V_DROPOUT, (float)lv_peft_get_float(ctx, "lora_dropout"));
         lv_peft_set_value(ctx, i, V_RANK, (float)r);
@@ -95,18 +100,32 @@ static int lora_create(lv_peft_ctx *ctx)
     return LV_OK;
 }
 
+static int lora_create(lv_peft_ctx *ctx)
+{
+    return lv_lora_create(ctx, false);
+}
+
+lv_tensor *lv_lora_delta(const struct lv_peft_call *c, lv_tensor *x)
+{
+    return lv_scale(c->g, lv_linear(c->g, lv_linear(c->g, x, c->p[P_A], NULL), c->p[P_B], NULL),
+                    c->vals[V_SCALING]);
+}
+
+lv_tensor *lv_lora_input(const struct lv_peft_call *c)
+{
+    float p = c->vals[V_DROPOUT];
+    return c->training && p > 0 ? lv_dropout(c->g, c->x, p, c->seed) : c->x;
+}
+
 static lv_tensor *lora_apply(const struct lv_peft_call *c)
 {
     lv_graph *g = c->g;
-    float s = c->vals[V_SCALING], p = c->vals[V_DROPOUT];
     if (c->site->kind == LV_SITE_EMBED) {
         lv_tensor *at = lv_cont(g, lv_transpose(g, c->p[P_A], 0, 1));     /* (V, r) */
         lv_tensor *h = lv_embedding(g, at, c->ids);
-        return lv_scale(g, lv_linear(g, h, c->p[P_B], NULL), s);
+        return lv_scale(g, lv_linear(g, h, c->p[P_B], NULL), c->vals[V_SCALING]);
     }
-    lv_tensor *x = c->training && p > 0 ? lv_dropout(g, c->x, p, c->seed) : c->x;
-    lv_tensor *h = lv_linear(g, lv_linear(g, x, c->p[P_A], NULL), c->p[P_B], NULL);
-    return lv_scale(g, h, s);
+    return lv_lora_delta(c, lv_lora_input(c));
 }
 
 static int lora_merge(const struct lv_peft_call *c, lv_tensor *w, lv_tensor *b, float scale,

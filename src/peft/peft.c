@@ -27,7 +27,7 @@ static int n_registry;
 static int check_keys(const struct lv_peft_method *m, const char *what)
 {
     for (const struct lv_peft_key *k = m->keys; k && k->name; k++) {
-        if (k->type > LV_KEY_PATTERN)
+        if (k->type > LV_KEY_MODULES)
             return lv_error("%s: method '%s': key '%s' has an unknown type %d", what, m->name,
                             k->name, (int)k->type);
         for (const struct lv_peft_key *j = m->keys; j != k; j++)
@@ -98,6 +98,8 @@ void lv_peft_builtins(void)
         return;
     done = true;
     lv_peft_register(&lv_peft_lora, NULL);
+    lv_peft_register(&lv_peft_dora, NULL);
+    lv_peft_register(&lv_peft_ia3, NULL);
 }
 
 /* --- configuration ------------------------------------------------------------------- */
@@ -155,6 +157,26 @@ static int check_value(const struct lv_peft_key *k, const json_t *v, const char 
         if (k->choices && !in_choices(k->choices, s))
             return lv_error("%s: '%s' is \"%s\"; lavinia supports %s", what, k->name, s,
                             k->choices);
+        return LV_OK;
+    }
+    case LV_KEY_MODULES: {
+        size_t i;
+        json_t *e;
+        if (json_is_string(v)) {
+            regex_t rx;
+            char where[300];
+            snprintf(where, sizeof where, "%s: '%s'", what, k->name);
+            if (lv_py_regcomp(&rx, json_string_value(v), "^(", ")$", where) != LV_OK)
+                return LV_ERR;
+            regfree(&rx);
+            return LV_OK;
+        }
+        if (!json_is_array(v))
+            return lv_error("%s: '%s' must be a list of module names or a regex", what,
+                            k->name);
+        json_array_foreach(v, i, e)
+            if (!json_is_string(e))
+                return lv_error("%s: '%s' must hold strings", what, k->name);
         return LV_OK;
     }
     case LV_KEY_PATTERN: {
@@ -273,6 +295,34 @@ double lv_peft_get_pattern(const lv_peft_ctx *ctx, const char *key, int site, do
             return json_number_value(e);
     }
     return fallback;
+}
+
+bool lv_peft_site_matches(const lv_peft_ctx *ctx, const char *key, int site)
+{
+    const struct lv_peft_key *k;
+    const json_t *v = value_of(ctx, key, &k);
+    const struct lv_peft_site *s = lv_peft_site_at(ctx, site);
+    json_t *def = !v && k && k->def ? json_loads(k->def, JSON_DECODE_ANY, NULL) : NULL;
+    bool hit = (v || def) && s && lv_site_spec_match(v ? v : def, s->module, ctx->what) == 1;
+    json_decref(def);
+    return hit;
+}
+
+lv_tensor *lv_peft_param_tensor(lv_peft_ctx *ctx, int site, int k)
+{
+    struct lv_adapter *a = ctx->a;
+    if (site >= ctx->n)
+        return NULL;
+    int n = site < 0 ? a->n_shared : a->at[ctx->idx[site]].n;
+    lv_tensor **p = site < 0 ? a->shared : a->at[ctx->idx[site]].p;
+    return k >= 0 && k < n ? p[k] : NULL;
+}
+
+float lv_peft_get_value(const lv_peft_ctx *ctx, int site, int slot)
+{
+    if (slot < 0 || slot >= LV_PEFT_VALUES || site >= ctx->n)
+        return 0;
+    return site < 0 ? ctx->a->vals[slot] : ctx->a->at[ctx->idx[site]].vals[slot];
 }
 
 void lv_peft_set_value(lv_peft_ctx *ctx, int site, int slot, float v)
@@ -440,9 +490,13 @@ int lv_adapter_new(struct lv_adapter **out, const struct lv_peft_method *method,
         rc = lv_error_status(rc, "%s: %s", what, msg ? msg : "create failed");
         free(msg);
     }
-    for (int i = 0; rc == LV_OK && method->state_bytes && i < ctx.n; i++)
-        if (!(a->at[idx[i]].state = calloc(1, method->state_bytes)))
+    for (int i = 0; rc == LV_OK && i < ctx.n; i++) {
+        struct lv_adapter_site *as = &a->at[idx[i]];
+        as->state_bytes = method->state_size ? method->state_size(&sites->s[idx[i]], as->vals)
+                                             : method->state_bytes;
+        if (as->state_bytes && !(as->state = calloc(1, as->state_bytes)))
             rc = lv_error_status(LV_ENOMEM, "%s: out of memory", what);
+    }
     free(sel);
     free(idx);
     if (rc) {

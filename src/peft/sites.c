@@ -341,7 +341,7 @@ int lv_py_regcomp(regex_t *rx, const char *py, const char *before, const char *a
     return LV_OK;
 }
 
-static int spec_match(const json_t *spec, const char *module, const char *what)
+int lv_site_spec_match(const json_t *spec, const char *module, const char *what)
 {
     if (json_is_array(spec))
         return list_match(spec, module);
@@ -386,11 +386,11 @@ int lv_site_select(const struct lv_site_table *t, const json_t *targets, const j
         if (!(kinds & s->kind))
             continue;
         int hit = all_linear ? s->kind == LV_SITE_LINEAR && i != lv_site_head(t)
-                             : spec_match(targets, s->module, what);
+                             : lv_site_spec_match(targets, s->module, what);
         if (hit < 0)
             return LV_ERR;
         if (hit && exclude && !json_is_null(exclude)) {
-            int ex = spec_match(exclude, s->module, what);
+            int ex = lv_site_spec_match(exclude, s->module, what);
             if (ex < 0)
                 return LV_ERR;
             hit = !ex;

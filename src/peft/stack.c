@@ -107,7 +107,7 @@ int lv_peft_stack_begin(struct lv_peft_stack *st, lv_graph *g)
             if (!a->at[i].on)
                 continue;
             if (a->at[i].state)
-                memset(a->at[i].state, 0, a->method->state_bytes);
+                memset(a->at[i].state, 0, a->at[i].state_bytes);
             if (a->method->begin) {
                 struct lv_peft_call c;
                 fill_call(&c, st, a, k, i, g);

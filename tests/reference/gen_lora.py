@@ -78,6 +78,24 @@ def read_safetensors(path):
     return out
 
 
+def read_lvref(path):
+    """name -> float64 array of an LVREF file (tests/refdata.h)"""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, p = {}, 16
+    for _ in range(struct.unpack("<I", data[12:16])[0]):
+        n = struct.unpack("<I", data[p:p + 4])[0]
+        name = data[p + 4:p + 4 + n].decode()
+        p += 4 + n
+        nd = struct.unpack("<I", data[p:p + 4])[0]
+        shape = struct.unpack("<%dI" % nd, data[p + 4:p + 4 + 4 * nd])
+        p += 4 + 4 * nd
+        cnt = int(np.prod(shape))
+        out[name] = np.frombuffer(data[p:p + 8 * cnt], dtype="<f8").reshape(shape)
+        p += 8 * cnt
+    return out
+
+
 def modules():
     """(plain module path, lavinia site name, in, out) of every linear but lm_head"""
     out = []
@@ -235,21 +253,7 @@ def grads(ad, prefix_a, prefix_b):
 def main():
     rs = np.random.RandomState(SEED)
     base = read_safetensors(os.path.join(HERE, "llava-tiny", "model.safetensors"))
-    ref = {}
-    with open(os.path.join(HERE, "llava.bin"), "rb") as f:
-        data = f.read()
-    # llava.bin: the pixels and the ids (LVREF: magic, version, count, then named arrays)
-    p = 16
-    for _ in range(struct.unpack("<I", data[12:16])[0]):
-        n = struct.unpack("<I", data[p:p + 4])[0]
-        name = data[p + 4:p + 4 + n].decode()
-        p += 4 + n
-        nd = struct.unpack("<I", data[p:p + 4])[0]
-        shape = struct.unpack("<%dI" % nd, data[p + 4:p + 4 + 4 * nd])
-        p += 4 + 4 * nd
-        cnt = int(np.prod(shape))
-        ref[name] = np.frombuffer(data[p:p + 8 * cnt], dtype="<f8").reshape(shape)
-        p += 8 * cnt
+    ref = read_lvref(os.path.join(HERE, "llava.bin"))
     pixels = torch.tensor(ref["pixels"])
     ids = [int(i) for i in ref["ids"]]
 

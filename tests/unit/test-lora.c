@@ -144,9 +144,10 @@ static int train_logits(struct model *md, const float *px, const int32_t *ids, c
     return rc;
 }
 
-/* every parameter's gradient against the reference's (pa + site name, pb + site name) */
-static void check_grads(const struct ref_file *rf, const struct lv_adapter *a, const char *pa,
-                        const char *pb, const char *what)
+/* every parameter's gradient against the reference's (prefix k + site name for parameter
+ * k; prefixes: "a.,b." for LoRA's A and B) */
+static void check_grads(const struct ref_file *rf, const struct lv_adapter *a,
+                        const char *prefixes, const char *what)
 {
     double worst = 0;
     int n = 0;
@@ -155,8 +156,13 @@ static void check_grads(const struct ref_file *rf, const struct lv_adapter *a, c
     for (int i = 0; i < a->sites->n; i++)
         for (int k = 0; k < a->at[i].n; k++) {
             const lv_tensor *p = a->at[i].p[k];
-            char name[80];
-            snprintf(name, sizeof name, "%s%s", k ? pb : pa, a->sites->s[i].name);
+            char name[80], pre[16] = "";
+            const char *p0 = prefixes;
+            for (int j = 0; j < k && p0; j++)
+                p0 = strchr(p0, ',') ? strchr(p0, ',') + 1 : NULL;
+            if (p0)
+                snprintf(pre, sizeof pre, "%.*s", (int)strcspn(p0, ","), p0);
+            snprintf(name, sizeof name, "%s%s", pre, a->sites->s[i].name);
             const struct ref_tensor *r = ref_get(rf, name, p->ndim, p->shape);
             if (!r) {
                 ok = false;
@@ -336,6 +342,34 @@ static void save_rules(struct model *md)
         printf("# could not remove %s\n", tmp);
 }
 
+/* DoRA and IA3 (dora_ia3.bin, gen_dora_ia3.py): logits and every parameter's gradient */
+static void dora_ia3(struct model *md, const float *px, const int32_t *ids, const float *RL)
+{
+    struct ref_file rf;
+    if (!ref_load(&rf, "dora_ia3", "cd tests/reference && /usr/bin/python3 gen_dora_ia3.py"))
+        return;
+    static const struct { const char *dir, *logits, *prefixes; } cases[] = {
+        { "dora-tiny", "logits.dora", "da.,db.,dm." },
+        { "ia3-tiny", "logits.ia3", "il." },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int k = 0; k < md->st->n; k++)
+            lv_peft_stack_set(md->st, k, false, 1.0f);
+        const struct ref_tensor *r = ref_get(&rf, cases[c].logits, 2, (int64_t[]){ NT, V });
+        if (!r || !add_adapter(md, cases[c].dir))
+            continue;
+        const struct lv_adapter *a = md->st->a[md->st->n - 1];
+        float out[NT * V];
+        double e = logits_err(md, px, ids, r, out);
+        tu_assert(e <= TOL, "%s (method %s): logits, relative error %.2e", cases[c].dir,
+                  a->method->name, e);
+        int rc = gradients(md, px, ids, RL);
+        if (tu_assert(rc == LV_OK, "%s: backward (%s)", cases[c].dir, rc ? lv_errmsg() : "ok"))
+            check_grads(&rf, a, cases[c].prefixes, cases[c].dir);
+    }
+    ref_done(&rf);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "lora");
@@ -398,7 +432,7 @@ int main(int argc, char **argv)
         int rc = gradients(&md, px, ids, RL);
         tu_assert(rc == LV_OK, "backward through the model (%s)", rc ? lv_errmsg() : "ok");
         if (rc == LV_OK)
-            check_grads(&rf, a, "a.", "b.", "lora-tiny");
+            check_grads(&rf, a, "a.,b.", "lora-tiny");
         /* disabled, or scale 0: the base model bit for bit */
         lv_peft_stack_set(md.st, 0, false, 1.0f);
         tu_assert(logits(&md, px, ids, out) == LV_OK && memcmp(out, base, sizeof out) == 0,
@@ -428,7 +462,7 @@ int main(int argc, char **argv)
         tu_assert(e <= TOL, "rslora-tiny alone: relative error %.2e", e);
         int rc = gradients(&md, px, ids, RL);
         if (tu_assert(rc == LV_OK, "backward with rslora-tiny (%s)", rc ? lv_errmsg() : "ok"))
-            check_grads(&rf, a, "ra.", "rb.", "rslora-tiny");
+            check_grads(&rf, a, "ra.,rb.", "rslora-tiny");
         lv_peft_stack_set(md.st, 0, true, 1.0f);
     }
 
@@ -536,6 +570,7 @@ int main(int argc, char **argv)
                       d, e);
         }
     }
+    dora_ia3(&md, px, ids, RL);
     model_close(&md);
 
     /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */

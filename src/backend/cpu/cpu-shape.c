@@ -107,6 +107,14 @@ void cpu_copy_strided(void *dst, lv_dtype dt, const lv_tensor *src)
     const char *s = src->data;
     char *o = dst;
     int64_t rows = sh[0] * sh[1] * sh[2];
+    if (lv_dtype_is_block(src->dtype)) {        /* contiguous: whole rows of blocks */
+        size_t rb = lv_dtype_bytes(src->dtype, sh[3]);
+        CPU_FOR(rows * sh[3], r, rows, {
+            lv_convert_row(o + r * sh[3] * (int64_t)ds, dt, s + (size_t)r * rb, src->dtype,
+                           sh[3]);
+        });
+        return;
+    }
     CPU_FOR(rows * sh[3], r, rows, {
         int64_t i0 = r / (sh[1] * sh[2]), i1 = (r / sh[2]) % sh[1], i2 = r % sh[2];
         const char *row = s + (i0 * st[0] + i1 * st[1] + i2 * st[2]) * (int64_t)es;
