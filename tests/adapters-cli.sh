@@ -2,9 +2,9 @@
 # adapters-cli.sh: --adapter PATH[:SCALE] as a person uses it. lavinia adapters lists what is
 # loaded; generate with a PEFT folder changes the logits, scale 0 gives the base's bytes;
 # a GGUF LoRA and a folder load side by side; bench runs with an adapter; chat toggles and
-# scales between turns; an adapter that does not fit the model, a missing one and bad
-# adapter_config.json files (r 0, an unknown peft_type, use_dora, truncated) are refused with
-# one line.
+# scales between turns; merge writes a loadable directory; an adapter that does not fit the
+# model, a missing one and bad adapter_config.json files (r 0, an unknown peft_type, use_dora
+# without magnitudes, truncated) are refused with one line.
 set -u
 bin="${LV_TOP_BUILDDIR:-.}/src/lavinia"
 src="${LV_TOP_SRCDIR:-.}"
@@ -70,6 +70,19 @@ else
     bad "chat with /toggle: status $rc: $(cat "$tmp/o" "$tmp/e")"
 fi
 
+# merge: the chat model with the GGUF LoRA folded in, its tokenizer files copied
+"$bin" merge -m "$tmp/chat" --adapter "$ref/lora-text.gguf" -o "$tmp/merged" > "$tmp/o" 2> "$tmp/e"
+rc=$?
+if [ $rc = 0 ] && [ -f "$tmp/merged/tokenizer.json" ] && [ -f "$tmp/merged/tokenizer_config.json" ] &&
+    "$bin" generate -m "$tmp/merged" -p "Hi there" --chat -n 3 --temp 0 --ignore-eos \
+        > /dev/null 2>&1; then
+    ok "merge: a Hugging Face directory with the tokenizer files, that generates"
+else
+    bad "merge: status $rc: $(cat "$tmp/o" "$tmp/e")"
+fi
+refused "merge into the input directory" "input directory" \
+    "$bin" merge -m "$tmp/chat" --adapter "$ref/lora-text.gguf" -o "$tmp/chat"
+
 refused "a missing adapter" "no-such" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/no-such"
 refused "an adapter for another model (a text LLaMA has no vision tower)" "no module" \
@@ -83,7 +96,7 @@ sed 's/"LORA"/"LOHA"/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapt
 refused "an unknown peft_type" "peft_type 'LOHA'" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
 sed 's/"use_dora": false/"use_dora": true/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapter_config.json"
-refused "DoRA without the dora method" "use_dora" \
+refused "use_dora without magnitude vectors in the file" "lora_magnitude_vector" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
 printf '{"peft_type": "LORA", "r": 4' > "$tmp/badcfg/adapter_config.json"
 refused "a truncated adapter_config.json" "adapter_config.json" \

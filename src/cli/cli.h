@@ -27,6 +27,7 @@ extern const struct lv_cli_entry lv_cli_generate_entry;
 extern const struct lv_cli_entry lv_cli_chat_entry;
 extern const struct lv_cli_entry lv_cli_bench_entry;
 extern const struct lv_cli_entry lv_cli_adapters_entry;
+extern const struct lv_cli_entry lv_cli_merge_entry;
 
 /* --adapter PATH[:SCALE] (repeatable) for generate, chat, bench and adapters */
 #define LV_CLI_MAX_ADAPTERS 16

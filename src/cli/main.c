@@ -50,6 +50,7 @@ static const struct lv_cli_entry *const cli_table[] = {
     &devices_entry,
     &lv_cli_generate_entry,
     &lv_cli_info_entry,
+    &lv_cli_merge_entry,
     &lv_cli_tokenize_entry,
     NULL,
 };

@@ -216,6 +216,17 @@ static inline bool lv_peft_stack_active(const struct lv_peft_stack *st, int site
     return st && st->active[site] > 0;
 }
 
+/* Site i's weight (out, in) and bias with every enabled adapter folded in, as new F32
+ * tensors (*b NULL when the bias does not change; both NULL when no adapter is there). */
+int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, lv_tensor **b);
+
+/* Write ck as a Hugging Face directory with the stack's enabled adapters folded in (merge.c).
+ * dtype: the stored type of merged tensors (LV_CKPT_F32, _F16, _BF16), or LV_CKPT_TYPE_COUNT
+ * for the base tensor's float type (F32 for quantised bases). */
+enum lv_ckpt_type;
+int lv_adapters_write_merged(const struct lv_checkpoint *ck, struct lv_peft_stack *st,
+                             const char *dir, enum lv_ckpt_type dtype);
+
 /* Built-in methods. */
 extern const struct lv_peft_method lv_peft_lora;
 extern const struct lv_peft_method lv_peft_dora;

@@ -230,3 +230,73 @@ void lv_peft_stack_trace(struct lv_peft_stack *st, bool on)
     st->trace.n = 0;
     st->trace.nr = 0;
 }
+
+/* a new tensor with x's values (F32), outside any graph */
+static lv_tensor *keep(const lv_tensor *x)
+{
+    lv_tensor *t = x ? lv_tensor_new(LV_F32, x->ndim, x->shape) : NULL;
+    if (t)
+        lv_tensor_to_f32(t->data, x);
+    return t;
+}
+
+int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, lv_tensor **b)
+{
+    *w = *b = NULL;
+    if (!lv_peft_stack_active(st, site))
+        return LV_OK;
+    const struct lv_peft_site *s = &st->sites->s[site];
+    lv_tensor *w0 = (lv_tensor *)s->weight, *b0 = (lv_tensor *)s->bias;
+    if (!w0)
+        return lv_error("%s: no weight to merge into", s->module);
+    lv_graph *g = lv_graph_new(NULL);
+    if (!g)
+        return LV_ERR;
+    /* every contribution is relative to the base, as in the forward pass: the merged weight
+     * is W + sum over adapters of (W_k - W), and the bias likewise */
+    lv_tensor *wf = lv_cast(g, w0, LV_F32), *bf = b0 ? lv_cast(g, b0, LV_F32) : NULL;
+    lv_tensor *wsum = wf, *bsum = bf;
+    int rc = wf && (!b0 || bf) ? LV_OK : LV_ERR;
+    for (int k = 0; rc == LV_OK && k < st->n; k++) {
+        const struct lv_adapter *a = st->a[k];
+        const struct lv_adapter_site *as = &a->at[site];
+        if (!a->enabled || a->scale == 0.0f || !(as->on || as->save_w))
+            continue;
+        lv_tensor *wk = NULL, *bk = NULL;
+        if (as->save_w) {
+            /* a replaced module: W + scale (W_saved - W) */
+            wsum = lv_add(g, wsum, lv_scale(g, lv_sub(g, as->save_w, wf), a->scale));
+            if (bf && as->save_b)
+                bsum = lv_add(g, bsum, lv_scale(g, lv_sub(g, as->save_b, bf), a->scale));
+        }
+        if (!as->on)
+            continue;
+        if (!a->method->merge) {
+            rc = lv_error_status(LV_ENOTSUP, "%s: method '%s' cannot be merged", a->name,
+                                 a->method->name);
+            break;
+        }
+        struct lv_peft_call c;
+        fill_call(&c, st, a, k, site, g);
+        lv_error_clear();
+        if ((rc = a->method->merge(&c, wf, bf, a->scale, &wk, &bk)) != LV_OK)
+            break;
+        wsum = lv_add(g, wsum, lv_sub(g, wk, wf));
+        if (bk && bf)
+            bsum = lv_add(g, bsum, lv_sub(g, bk, bf));
+    }
+    if (rc == LV_OK && (!wsum || (bf && !bsum)))
+        rc = LV_ERR;
+    if (rc == LV_OK) {
+        *w = keep(wsum);
+        *b = bsum && bsum != bf ? keep(bsum) : NULL;
+        if (!*w || (bsum && bsum != bf && !*b)) {
+            lv_tensor_free(*w);
+            lv_tensor_free(*b);
+            *w = *b = NULL;
+            rc = lv_error_status(LV_ENOMEM, "merge: out of memory");
+        }
+    }
+    lv_graph_free(g);
+    return rc;
+}

@@ -342,8 +342,34 @@ static void save_rules(struct model *md)
         printf("# could not remove %s\n", tmp);
 }
 
+/* lavinia merge: each adapter folded into a Hugging Face directory that, loaded with no
+ * adapter, gives the reference logits of base + adapter */
+static void merge_case(struct model *md, const char *dir, float scale,
+                       const struct ref_tensor *ref, const char *tmp, const float *px,
+                       const int32_t *ids)
+{
+    for (int k = 0; k < md->st->n; k++)
+        lv_peft_stack_set(md->st, k, false, 1.0f);
+    if (!add_adapter(md, dir))
+        return;
+    lv_peft_stack_set(md->st, md->st->n - 1, true, scale);
+    char out[400];
+    snprintf(out, sizeof out, "%s/merged-%s-%g", tmp, dir, (double)scale);
+    int rc = lv_adapters_write_merged(&md->ck, md->st, out, LV_CKPT_TYPE_COUNT);
+    struct model mm;
+    float logit[NT * V];
+    double e = 1.0;
+    if (rc == LV_OK && model_open(&mm, out, NULL)) {
+        e = logits_err(&mm, px, ids, ref, logit);
+        model_close(&mm);
+    }
+    tu_assert(rc == LV_OK && e <= TOL, "merge %s at scale %g, loaded as a plain model: "
+              "relative error %.2e (%s)", dir, (double)scale, e, rc ? lv_errmsg() : "ok");
+}
+
 /* DoRA and IA3 (dora_ia3.bin, gen_dora_ia3.py): logits and every parameter's gradient */
-static void dora_ia3(struct model *md, const float *px, const int32_t *ids, const float *RL)
+static void dora_ia3(struct model *md, const float *px, const int32_t *ids, const float *RL,
+                     const char *tmp)
 {
     struct ref_file rf;
     if (!ref_load(&rf, "dora_ia3", "cd tests/reference && /usr/bin/python3 gen_dora_ia3.py"))
@@ -366,6 +392,11 @@ static void dora_ia3(struct model *md, const float *px, const int32_t *ids, cons
         int rc = gradients(md, px, ids, RL);
         if (tu_assert(rc == LV_OK, "%s: backward (%s)", cases[c].dir, rc ? lv_errmsg() : "ok"))
             check_grads(&rf, a, cases[c].prefixes, cases[c].dir);
+    }
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const struct ref_tensor *r = ref_get(&rf, cases[c].logits, 2, (int64_t[]){ NT, V });
+        if (r)
+            merge_case(md, cases[c].dir, 1.0f, r, tmp, px, ids);
     }
     ref_done(&rf);
 }
@@ -570,7 +601,10 @@ int main(int argc, char **argv)
                       d, e);
         }
     }
-    dora_ia3(&md, px, ids, RL);
+    dora_ia3(&md, px, ids, RL, tmp);
+    merge_case(&md, "lora-tiny", 1.0f, r_lora, tmp, px, ids);
+    merge_case(&md, "lora-tiny", 0.5f, r_half, tmp, px, ids);
+    merge_case(&md, "lora-mts", 1.0f, r_mts, tmp, px, ids);
     model_close(&md);
 
     /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */
