@@ -22,6 +22,22 @@
 #include "model/llama.h"
 #include "peft/adapter.h"
 
+static char plugin_path[8192];
+
+void lv_cli_plugin_arg(const char *dir)
+{
+    size_t k = strlen(plugin_path);
+    snprintf(plugin_path + k, sizeof plugin_path - k, "%s%s", k ? ":" : "", dir);
+}
+
+void lv_cli_load_plugins(void)
+{
+    static bool done;
+    if (!done)
+        lv_peft_load_plugins(plugin_path[0] ? plugin_path : NULL);
+    done = true;
+}
+
 int lv_cli_adapter_arg(struct lv_cli_adapters *A, const char *arg)
 {
     if (A->n == LV_CLI_MAX_ADAPTERS) {
@@ -55,22 +71,29 @@ int lv_cli_adapters_open(struct lv_cli_adapters *A, const struct lv_checkpoint *
 {
     if (A->n == 0)
         return LV_OK;
+    lv_cli_load_plugins();
     enum lv_naming nm = ck ? lv_naming_of(ck) : LV_NAMING_PLAIN;
     if (lv_site_table_build(&A->sites, m, v, nm) != LV_OK)
         return LV_ERR;
     A->built = true;
     if (!(A->st = lv_peft_stack_new(&A->sites)))
         return LV_ERR;
+    /* with several adapters, one that cannot be loaded is skipped (said on stderr) and the
+     * run goes on with the others; the last reason is the error when none loads */
     for (int i = 0; i < A->n; i++) {
         struct lv_adapter *a;
-        if (lv_adapter_load(&a, A->path[i], &A->sites, ck) != LV_OK)
-            return LV_ERR;
-        if (lv_peft_stack_add(A->st, a) != LV_OK) {
+        int rc = lv_adapter_load(&a, A->path[i], &A->sites, ck);
+        if (rc == LV_OK && (rc = lv_peft_stack_add(A->st, a)) != LV_OK)
             lv_adapter_free(a);
-            return LV_ERR;
-        }
-        lv_peft_stack_set(A->st, i, true, A->scale[i]);
+        if (rc == LV_OK)
+            lv_peft_stack_set(A->st, A->st->n - 1, true, A->scale[i]);
+        else if (A->n == 1)
+            return rc;
+        else
+            fprintf(stderr, "lavinia: %s (adapter skipped)\n", lv_errmsg());
     }
+    if (A->st->n == 0)
+        return lv_error("none of the %d adapters could be loaded", A->n);
     lv_llama_set_stack(m, A->st);
     if (v)
         v->peft = A->st;
@@ -160,6 +183,7 @@ static int run(int argc, char **argv)
         { "mmproj", required_argument, NULL, 'M' },
         { "adapter", required_argument, NULL, 'a' },
         { "methods", no_argument, NULL, 'L' },
+        { "plugin-path", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -177,10 +201,12 @@ static int run(int argc, char **argv)
                 return 2;
             break;
         case 'L': methods = true; break;
+        case 'P': lv_cli_plugin_arg(optarg); break;
         default: return lv_cli_usage(&lv_cli_adapters_entry);
         }
     }
     if (methods && !model) {
+        lv_cli_load_plugins();
         print_methods();
         return 0;
     }
@@ -215,7 +241,7 @@ static int run(int argc, char **argv)
 const struct lv_cli_entry lv_cli_adapters_entry = {
     .name = "adapters",
     .usage = "adapters -m MODEL [--mmproj FILE] --adapter PATH[:SCALE]... [--methods]\n"
-             "       lavinia adapters --methods",
+             "       lavinia adapters --methods [--plugin-path DIR]",
     .help = "list adapters (method, rank, alpha, sites, parameters, scale), or PEFT methods",
     .run = run,
 };

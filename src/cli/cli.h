@@ -42,6 +42,10 @@ struct lv_cli_adapters {
     bool built;
     struct lv_peft_stack *st;
 };
+/* --plugin-path DIR (repeatable; before the command or after it): added to the plugin path,
+ * loaded once when adapters are first needed (lv_cli_load_plugins). */
+void lv_cli_plugin_arg(const char *dir);
+void lv_cli_load_plugins(void);
 /* One --adapter argument; 0, or 2 (usage error, said on stderr). */
 int lv_cli_adapter_arg(struct lv_cli_adapters *A, const char *arg);
 /* Load the adapters named and attach the stack to the model (and tower, when v is not

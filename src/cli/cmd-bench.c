@@ -84,7 +84,8 @@ static double prefill_flops(const struct lv_model_config *c, int64_t T)
 
 static int bench_run(int argc, char **argv)
 {
-    enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS, OPT_ADAPTER };
+    enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS, OPT_ADAPTER,
+           OPT_PLUGIN_PATH };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },
         { "random", required_argument, NULL, OPT_RANDOM },
@@ -94,6 +95,7 @@ static int bench_run(int argc, char **argv)
         { "bw-size", required_argument, NULL, OPT_BW },
         { "threads", required_argument, NULL, OPT_THREADS },
         { "adapter", required_argument, NULL, OPT_ADAPTER },
+        { "plugin-path", required_argument, NULL, OPT_PLUGIN_PATH },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -113,6 +115,7 @@ static int bench_run(int argc, char **argv)
             if (lv_cli_adapter_arg(&ad, optarg))
                 return 2;
             break;
+        case OPT_PLUGIN_PATH: lv_cli_plugin_arg(optarg); break;
         case OPT_THREADS:
         case OPT_PROMPT:
         case OPT_GEN:

@@ -54,7 +54,7 @@ enum {
     OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT, OPT_REPEAT_N, OPT_FREQ,
     OPT_PRESENCE, OPT_SEED, OPT_IGNORE_EOS, OPT_STOP, OPT_CTX, OPT_SYSTEM, OPT_TEMPLATE,
     OPT_THREADS, OPT_PROMPT_IDS, OPT_CHAT, OPT_PRINT_IDS, OPT_DUMP, OPT_TRUNCATE, OPT_IMAGE,
-    OPT_MMPROJ, OPT_QUANT, OPT_ADAPTER,
+    OPT_MMPROJ, OPT_QUANT, OPT_ADAPTER, OPT_PLUGIN_PATH,
 };
 
 #define COMMON_OPTIONS \
@@ -79,6 +79,7 @@ enum {
     { "mmproj", required_argument, NULL, OPT_MMPROJ }, \
     { "quant", required_argument, NULL, OPT_QUANT }, \
     { "adapter", required_argument, NULL, OPT_ADAPTER }, \
+    { "plugin-path", required_argument, NULL, OPT_PLUGIN_PATH }, \
     { "help", no_argument, NULL, 'h' }
 
 static int num(const char *opt, const char *s, double lo, double hi, double *out)
@@ -136,6 +137,7 @@ static int common_option(struct run *r, int c)
     case OPT_SYSTEM: r->system = optarg; return 0;
     case OPT_MMPROJ: r->mmproj = optarg; return 0;
     case OPT_ADAPTER: return lv_cli_adapter_arg(&r->ad, optarg);
+    case OPT_PLUGIN_PATH: lv_cli_plugin_arg(optarg); return 0;
     case OPT_QUANT:
         if (strcmp(optarg, "q8_0") != 0 && strcmp(optarg, "q4_0") != 0) {
             fprintf(stderr, "lavinia: --quant %s: want q8_0 or q4_0\n", optarg);
@@ -628,7 +630,7 @@ static int chat_run(int argc, char **argv)
     "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
     "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
     "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0]\n" \
-    "                [--adapter PATH[:SCALE]]..."
+    "                [--adapter PATH[:SCALE]]... [--plugin-path DIR]"
 
 const struct lv_cli_entry lv_cli_generate_entry = {
     .name  = "generate",

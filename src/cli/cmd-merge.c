@@ -24,6 +24,7 @@ static int merge_run(int argc, char **argv)
         { "adapter", required_argument, NULL, 'a' },
         { "output", required_argument, NULL, 'o' },
         { "dtype", required_argument, NULL, 'd' },
+        { "plugin-path", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -35,6 +36,7 @@ static int merge_run(int argc, char **argv)
         case 'm': model = optarg; break;
         case 'o': out = optarg; break;
         case 'd': dtype = optarg; break;
+        case 'P': lv_cli_plugin_arg(optarg); break;
         case 'a':
             if (lv_cli_adapter_arg(&ad, optarg))
                 return 2;
@@ -80,7 +82,8 @@ static int merge_run(int argc, char **argv)
 
 const struct lv_cli_entry lv_cli_merge_entry = {
     .name = "merge",
-    .usage = "merge -m MODEL --adapter PATH[:SCALE]... -o OUT [--dtype auto|f32|f16|bf16]",
+    .usage = "merge -m MODEL --adapter PATH[:SCALE]... -o OUT [--dtype auto|f32|f16|bf16]\n"
+             "             [--plugin-path DIR]",
     .help = "write MODEL with the adapters folded into its weights as a Hugging Face "
             "directory (LoRA, DoRA, IA3), with its tokenizer and preprocessor files",
     .run = merge_run,

@@ -69,6 +69,9 @@ static void usage(FILE *f)
             "Options (before the command):\n"
             "  --device DEV       auto, cpu or cuda (default auto: CUDA if usable, else CPU)\n"
             "  --threads N        CPU threads (default: the number of cores)\n"
+            "  --plugin-path DIR  also load PEFT method plugins from DIR (repeatable; then\n"
+            "                     $LAVINIA_PLUGIN_PATH, $XDG_DATA_HOME/lavinia/plugins and\n"
+            "                     the installed plugin directory)\n"
             "  -h, --help         show this help and exit\n"
             "  -V, --version      show the version and exit\n");
 }
@@ -101,6 +104,7 @@ int main(int argc, char **argv)
         { "threads", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
+        { "plugin-path", required_argument, NULL, 'P' },
         { NULL, 0, NULL, 0 },
     };
     int threads = 0, c;
@@ -121,6 +125,9 @@ int main(int argc, char **argv)
             threads = (int)v;
             break;
         }
+        case 'P':
+            lv_cli_plugin_arg(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;

@@ -270,7 +270,9 @@ int lv_clip_backward(lv_clip *v, const float *pixels, const float *dtokens, floa
         lv_tensor_set_frozen(img);
     lv_tensor *y = forward(v, img, NULL);
     int rc = LV_ERR;
-    if (y) {
+    if (y && !(y->flags & LV_TENSOR_NEEDS_GRAD)) {
+        rc = LV_OK;                /* nothing in the tower or projector is trained */
+    } else if (y) {
         lv_tensor *dy = lv_tensor_wrap((void *)dtokens, LV_F32, y->ndim, y->shape);
         rc = dy ? lv_backward_with(v->g, y, dy) : lv_error_status(LV_ENOMEM, "out of memory");
         lv_tensor_free(dy);

@@ -302,21 +302,44 @@ static bool unused_block(const struct lv_site_table *t, const char *module)
     return *end == '.' && t->n_vit > 0 && l >= t->n_vit && l < 1000;
 }
 
+/* a shared parameter (VeRA's projections, prompt tuning's rows): stored under its own name */
+static int load_shared(struct lv_adapter *a, const char *file, const struct lv_ckpt_tensor *t,
+                       int k)
+{
+    const lv_tensor *p = a->shared[k];
+    if (!same_shape(t, p)) {
+        char have[64], exp[64];
+        shape_text(have, sizeof have, t->ndim, t->shape);
+        shape_text(exp, sizeof exp, p->ndim, p->shape);
+        return lv_error("%s: tensor '%s' has shape %s; the adapter needs %s", file,
+                        t->file_name, have, exp);
+    }
+    return read_f32(file, t, p->data);
+}
+
 static int fill_from_file(struct lv_adapter *a, const struct lv_checkpoint *ck, bool meta_rows)
 {
-    bool *seen = NULL;
-    int total = 0;
-    for (int i = 0; i < a->sites->n; i++)
-        total += a->at[i].n;
-    seen = calloc((size_t)a->sites->n * 8 + 1, sizeof *seen);
+    bool *seen = calloc((size_t)a->sites->n * 8 + (size_t)a->n_shared + 1, sizeof *seen);
+    bool *seen_shared = seen ? seen + (size_t)a->sites->n * 8 : NULL;
     if (!seen)
         return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
-    int rc = LV_OK, loaded = 0;
+    int rc = LV_OK;
     for (int j = 0; rc == LV_OK && j < ck->n_tensors; j++) {
         const struct lv_ckpt_tensor *t = &ck->tensors[j];
         const char *name = t->file_name;
+        int sh = -1;
+        for (int k = 0; k < a->n_shared; k++)
+            if (strcmp(name, a->shared_names[k]) == 0)
+                sh = k;
+        if (sh >= 0) {
+            rc = seen_shared[sh] ? lv_error("%s: tensor '%s' appears twice", ck->path, name)
+                                 : load_shared(a, ck->path, t, sh);
+            seen_shared[sh] = true;
+            continue;
+        }
         if (strncmp(name, PREFIX, strlen(PREFIX)) != 0) {
-            rc = lv_error("%s: tensor '%s' does not start with '" PREFIX "'", ck->path, name);
+            rc = lv_error("%s: tensor '%s' is not a parameter of a '%s' adapter", ck->path,
+                          name, a->method->name);
             break;
         }
         const char *rest = name + strlen(PREFIX);
@@ -336,7 +359,6 @@ static int fill_from_file(struct lv_adapter *a, const struct lv_checkpoint *ck, 
             rc = lv_error("%s: tensor '%s' appears twice", ck->path, name);
         else {
             seen[site * 8 + k] = true;
-            loaded++;
             rc = load_param(a, ck->path, t, site, k, false, meta_rows);
         }
     }
@@ -345,9 +367,11 @@ static int fill_from_file(struct lv_adapter *a, const struct lv_checkpoint *ck, 
             if (!seen[i * 8 + k])
                 rc = lv_error("%s: no tensor '" PREFIX "%s.%s' (target_modules selects that "
                               "module)", ck->path, a->sites->s[i].module, a->at[i].names[k]);
+    for (int k = 0; rc == LV_OK && k < a->n_shared; k++)
+        if (!seen_shared[k])
+            rc = lv_error("%s: no tensor '%s' (the '%s' adapter needs it)", ck->path,
+                          a->shared_names[k], a->method->name);
     free(seen);
-    (void)total;
-    (void)loaded;
     return rc;
 }
 
@@ -611,7 +635,7 @@ int lv_adapter_save(const struct lv_adapter *a, const char *dir)
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return lv_error("%s: %s", dir, strerror(errno));
-    int n = 0;
+    int n = a->n_shared;
     for (int i = 0; i < a->sites->n; i++)
         n += a->at[i].n + (a->at[i].save_w != NULL) + (a->at[i].save_b != NULL);
     lv_st_wtensor *wt = calloc((size_t)n + 1, sizeof *wt);
@@ -651,6 +675,19 @@ int lv_adapter_save(const struct lv_adapter *a, const char *dir)
             wt[j].data = bufs[j];
             j++;
         }
+    }
+    for (int k = 0; rc == LV_OK && k < a->n_shared; k++, j++) {
+        const lv_tensor *p = a->shared[k];
+        size_t bytes = (size_t)lv_tensor_nelem(p) * sizeof(float);
+        if (!(names[j] = strdup(a->shared_names[k])) || !(bufs[j] = malloc(bytes))) {
+            rc = lv_error_status(LV_ENOMEM, "%s: out of memory", dir);
+            break;
+        }
+        memcpy(bufs[j], p->data, bytes);
+        wt[j] = (lv_st_wtensor){ .name = names[j], .dtype = LV_ST_F32, .ndim = p->ndim,
+                                 .data = bufs[j] };
+        for (int d = 0; d < p->ndim; d++)
+            wt[j].shape[d] = p->shape[d];
     }
     char path[4200];
     json_t *c = rc == LV_OK ? config_out(a) : NULL;

@@ -227,6 +227,11 @@ enum lv_ckpt_type;
 int lv_adapters_write_merged(const struct lv_checkpoint *ck, struct lv_peft_stack *st,
                              const char *dir, enum lv_ckpt_type dtype);
 
+/* Load the plugins of the plugin path (plugins.c): cli_path (--plugin-path, colon-separated,
+ * or NULL), $LAVINIA_PLUGIN_PATH, $XDG_DATA_HOME/lavinia/plugins, the installed directory.
+ * Refusals are said on stderr, one line each; returns the files that added methods. */
+int lv_peft_load_plugins(const char *cli_path);
+
 /* Built-in methods. */
 extern const struct lv_peft_method lv_peft_lora;
 extern const struct lv_peft_method lv_peft_dora;

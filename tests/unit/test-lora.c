@@ -401,6 +401,64 @@ static void dora_ia3(struct model *md, const float *px, const int32_t *ids, cons
     ref_done(&rf);
 }
 
+/* the plugins of plugins/ (built as modules, loaded from the build tree): VeRA and prompt
+ * tuning against gen_plugins.py */
+static void plugin_methods(struct model *md, const float *px, const int32_t *ids,
+                           const float *RL, const char *tmp)
+{
+    const char *b = getenv("LV_TOP_BUILDDIR");
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s/plugins/.libs", b && *b ? b : ".");
+    int added = lv_peft_load_plugins(dir);
+    if (!tu_assert(lv_peft_find("vera") && lv_peft_find("prompt_tuning"), "plugins from %s: "
+                   "vera and prompt_tuning registered (%d files)", dir, added))
+        return;
+    struct ref_file rf;
+    if (!ref_load(&rf, "plugins", "cd tests/reference && /usr/bin/python3 gen_plugins.py"))
+        return;
+    const struct ref_tensor *rv = ref_get(&rf, "logits.vera", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *rp = ref_get(&rf, "logits.ptune", 2, (int64_t[]){ NT, V });
+    const struct ref_tensor *gp = ref_get(&rf, "prompt", 2, (int64_t[]){ 3, C });
+    for (int k = 0; k < md->st->n; k++)
+        lv_peft_stack_set(md->st, k, false, 1.0f);
+    float out[NT * V];
+    if (rv && add_adapter(md, "vera-tiny")) {
+        const struct lv_adapter *a = md->st->a[md->st->n - 1];
+        double e = logits_err(md, px, ids, rv, out);
+        tu_assert(e <= TOL, "vera-tiny (plugin, shared projections sliced for 4 shapes): "
+                  "logits, relative error %.2e", e);
+        if (tu_assert(gradients(md, px, ids, RL) == LV_OK, "vera-tiny: backward"))
+            check_grads(&rf, a, "vb.,vd.", "vera-tiny");
+        tu_assert(!a->shared[0]->grad && !a->shared[1]->grad, "vera-tiny: the projections are "
+                  "frozen (no gradient)");
+        merge_case(md, "vera-tiny", 1.0f, rv, tmp, px, ids);
+    }
+    for (int k = 0; k < md->st->n; k++)
+        lv_peft_stack_set(md->st, k, false, 1.0f);
+    if (rp && gp && add_adapter(md, "ptune-tiny")) {
+        const struct lv_adapter *a = md->st->a[md->st->n - 1];
+        double e = logits_err(md, px, ids, rp, out);
+        tu_assert(e <= TOL, "ptune-tiny (plugin, 3 rows before the prompt): logits of the "
+                  "prompt's positions, relative error %.2e", e);
+        lv_tensor_zero_grad(a->shared[0]);
+        int rc = gradients(md, px, ids, RL);
+        double eg = rc == LV_OK ? tu_rel_err(a->shared[0]->grad->data, gp->data, 3 * C) : 1.0;
+        tu_assert(eg <= TOL, "ptune-tiny: gradient of the rows, relative error %.2e", eg);
+        /* saved by lavinia: PEFT's layout (prompt_embeddings, no module prefix) */
+        char d[400];
+        snprintf(d, sizeof d, "%s/ptune-saved", tmp);
+        struct lv_adapter *back = NULL;
+        rc = lv_adapter_save(a, d);
+        if (rc == LV_OK)
+            rc = lv_adapter_load(&back, d, &md->sites, &md->ck);
+        tu_assert(rc == LV_OK && back && back->n_shared == 1 &&
+                      memcmp(back->shared[0]->data, a->shared[0]->data, 3 * C * sizeof(float)) == 0,
+                  "ptune-tiny saved and read back (%s)", rc ? lv_errmsg() : "ok");
+        lv_adapter_free(back);
+    }
+    ref_done(&rf);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "lora");
@@ -605,6 +663,7 @@ int main(int argc, char **argv)
     merge_case(&md, "lora-tiny", 1.0f, r_lora, tmp, px, ids);
     merge_case(&md, "lora-tiny", 0.5f, r_half, tmp, px, ids);
     merge_case(&md, "lora-mts", 1.0f, r_mts, tmp, px, ids);
+    plugin_methods(&md, px, ids, RL, tmp);
     model_close(&md);
 
     /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */
