@@ -98,6 +98,12 @@ refused "an unknown peft_type" "peft_type 'LOHA'" \
 sed 's/"use_dora": false/"use_dora": true/' "$ref/lora-tiny/adapter_config.json" > "$tmp/badcfg/adapter_config.json"
 refused "use_dora without magnitude vectors in the file" "lora_magnitude_vector" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"
+gen "$tmp/skip.npy" --adapter "$ref/lora-tiny" --adapter "$tmp/badcfg"
+if grep -q "lora_magnitude_vector.*(adapter skipped)" "$tmp/e" && cmp -s "$tmp/skip.npy" "$tmp/lora.npy"; then
+    ok "two adapters, one refused: it is skipped with one line and the run goes on"
+else
+    bad "skipping a bad adapter: $(cat "$tmp/e")"
+fi
 printf '{"peft_type": "LORA", "r": 4' > "$tmp/badcfg/adapter_config.json"
 refused "a truncated adapter_config.json" "adapter_config.json" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/badcfg"

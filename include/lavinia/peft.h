@@ -192,8 +192,9 @@ struct lv_peft_method {
 
     /* Declare parameters (lv_peft_param) and values for every site. */
     int (*create)(lv_peft_ctx *ctx);
-    /* The contribution at one site, the shape of call->y (scaled by the stack afterwards).
-     * NULL with lv_errmsg() set on failure. */
+    /* The contribution at one site: the shape of call->y, or one that broadcasts against it
+     * (a bias vector); the stack scales it and adds it. NULL with lv_errmsg() set on
+     * failure. */
     lv_tensor *(*apply)(const struct lv_peft_call *call);
 
     /* Optional. Called once when a sequence starts, before any apply: routed methods reset

@@ -71,7 +71,7 @@ typedef struct lv_tensor {
     struct lv_tensor *grad;         /* same shape, F32, contiguous; NULL until backward needs it */
     unsigned flags;
     int node;                       /* index of the tape node that made it, -1 for a leaf */
-    char name[48];                  /* for messages; may be empty */
+    char name[128];                 /* for messages; may be empty */
 } lv_tensor;
 
 /* --- dtypes ------------------------------------------------------------------------- */

@@ -176,6 +176,139 @@ void lv_cli_adapters_print(const struct lv_cli_adapters *A, FILE *f)
     }
 }
 
+/* loss = sum(logits * R) over a fresh sequence of ids */
+static double loss_of(lv_llama *m, const int32_t *ids, int64_t n, const float *R, float *logits)
+{
+    lv_llama_reset(m);
+    if (lv_llama_forward(m, ids, n, logits, true) != LV_OK)
+        return NAN;
+    double l = 0;
+    for (int64_t i = 0; i < n * lv_llama_vocab(m); i++)
+        l += (double)logits[i] * R[i];
+    return l;
+}
+
+static uint64_t rng_next(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 11;
+}
+
+static float rng_normal(uint64_t *x)
+{
+    double u1 = ((double)rng_next(x) + 1.0) / 9007199254740993.0;
+    double u2 = (double)rng_next(x) / 9007199254740992.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* The gradients a method's apply produces (through lavinia's autograd) against central
+ * differences, on a small random model: what a plugin author runs first. */
+static int gradcheck(const char *method, const char *config_text)
+{
+    const struct lv_peft_method *pm = lv_peft_find(method);
+    if (!pm)
+        return lv_error("no method '%s' (lavinia adapters --methods lists them)", method);
+    struct lv_model_config c;
+    lv_model_config_init(&c);
+    c.vocab = 64;
+    c.dim = 32;
+    c.hidden = 48;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 8;
+    c.max_seq = 64;
+    lv_llama *m = NULL;
+    struct lv_site_table sites;
+    struct lv_peft_stack *st = NULL;
+    struct lv_adapter *a = NULL;
+    json_t *cfg = NULL;
+    int rc = lv_adapter_config_parse(config_text, strlen(config_text), "--config", &cfg);
+    if (rc == LV_OK && (rc = lv_llama_new_random(&m, &c, LV_F32, 7, 0)) == LV_OK &&
+        (rc = lv_site_table_build(&sites, m, NULL, LV_NAMING_PLAIN)) == LV_OK) {
+        if ((rc = lv_adapter_new(&a, pm, cfg, &sites, 11, method)) == LV_OK &&
+            (st = lv_peft_stack_new(&sites)) && (rc = lv_peft_stack_add(st, a)) != LV_OK) {
+            lv_adapter_free(a);
+            a = NULL;
+        }
+        if (rc == LV_OK && !st)
+            rc = LV_ERR;
+    }
+    enum { T = 6, PER_TENSOR = 6 };
+    int32_t ids[T] = { 1, 9, 33, 4, 50, 17 };
+    float *R = malloc(sizeof(float) * T * 64), *logits = malloc(sizeof(float) * T * 64);
+    uint64_t x = 99;
+    int checked = 0, tensors = 0;
+    double worst = 0, gmax = 0;
+    char worst_name[160] = "";
+    if (rc == LV_OK && (!R || !logits))
+        rc = lv_error_status(LV_ENOMEM, "out of memory");
+    /* every trainable tensor: moved off its initial values (a zero B hides A's gradient) */
+    lv_tensor *params[4096];
+    int np = 0;
+    for (int i = 0; rc == LV_OK && i <= sites.n; i++) {
+        int n = i < sites.n ? a->at[i].n : a->n_shared;
+        lv_tensor **p = i < sites.n ? a->at[i].p : a->shared;
+        for (int k = 0; k < n && np < 4096; k++)
+            if (p[k]->flags & LV_TENSOR_PARAM)
+                params[np++] = p[k];
+    }
+    for (int i = 0; rc == LV_OK && i < np; i++) {
+        float *d = params[i]->data;
+        for (int64_t j = 0; j < lv_tensor_nelem(params[i]); j++)
+            d[j] += 0.05f * rng_normal(&x);
+        rc = lv_tensor_zero_grad(params[i]);
+    }
+    for (int i = 0; rc == LV_OK && i < T * 64; i++)
+        R[i] = rng_normal(&x);
+    if (rc == LV_OK) {
+        lv_llama_set_stack(m, st);
+        rc = lv_llama_backward(m, ids, NULL, T, R, NULL, NULL);
+    }
+    for (int i = 0; rc == LV_OK && i < np; i++)
+        for (int64_t j = 0; j < lv_tensor_nelem(params[i]); j++)
+            gmax = fmax(gmax, fabs(((float *)params[i]->grad->data)[j]));
+    for (int i = 0; rc == LV_OK && i < np; i++) {
+        lv_tensor *p = params[i];
+        int64_t ne = lv_tensor_nelem(p);
+        tensors++;
+        for (int s = 0; s < PER_TENSOR && s < ne; s++) {
+            int64_t j = s * ne / (ne < PER_TENSOR ? ne : PER_TENSOR);
+            float *v = (float *)p->data + j, keep = *v, h = 1e-2f * fmaxf(1.0f, fabsf(keep));
+            *v = keep + h;
+            double up = loss_of(m, ids, T, R, logits);
+            *v = keep - h;
+            double down = loss_of(m, ids, T, R, logits);
+            *v = keep;
+            lv_peft_stack_set(st, 0, true, 1.0f);       /* cached states out of date */
+            double num = (up - down) / (2.0 * (double)h);
+            double ana = ((float *)p->grad->data)[j];
+            double e = fabs(num - ana) / fmax(fabs(ana), 3e-2 * gmax + 1e-12);
+            if (!(e <= worst)) {
+                worst = e;
+                snprintf(worst_name, sizeof worst_name, "%s[%lld]", p->name, (long long)j);
+            }
+            checked++;
+        }
+    }
+    if (rc == LV_OK) {
+        /* float32 central differences: a wrong gradient is off by its own size, not 5% */
+        printf("gradcheck %s: %d values of %d trainable tensors, worst relative error %.2e at "
+               "%s (tolerance 5e-2)\n", method, checked, tensors, worst, worst_name);
+        if (!(worst <= 5e-2) || checked == 0)
+            rc = lv_error("gradcheck %s: the gradients do not match central differences",
+                          method);
+    }
+    free(R);
+    free(logits);
+    lv_peft_stack_free(st);
+    if (m)
+        lv_site_table_free(&sites);
+    lv_llama_free(m);
+    json_decref(cfg);
+    return rc;
+}
+
 static int run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -184,11 +317,13 @@ static int run(int argc, char **argv)
         { "adapter", required_argument, NULL, 'a' },
         { "methods", no_argument, NULL, 'L' },
         { "plugin-path", required_argument, NULL, 'P' },
+        { "gradcheck", required_argument, NULL, 'G' },
+        { "config", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     struct lv_cli_adapters A = { 0 };
-    const char *model = NULL, *mmproj = NULL;
+    const char *model = NULL, *mmproj = NULL, *check = NULL, *config = "{}";
     bool methods = false;
     int c;
     optind = 1;
@@ -202,8 +337,14 @@ static int run(int argc, char **argv)
             break;
         case 'L': methods = true; break;
         case 'P': lv_cli_plugin_arg(optarg); break;
+        case 'G': check = optarg; break;
+        case 'C': config = optarg; break;
         default: return lv_cli_usage(&lv_cli_adapters_entry);
         }
+    }
+    if (check) {
+        lv_cli_load_plugins();
+        return gradcheck(check, config) == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
     }
     if (methods && !model) {
         lv_cli_load_plugins();
@@ -241,7 +382,8 @@ static int run(int argc, char **argv)
 const struct lv_cli_entry lv_cli_adapters_entry = {
     .name = "adapters",
     .usage = "adapters -m MODEL [--mmproj FILE] --adapter PATH[:SCALE]... [--methods]\n"
-             "       lavinia adapters --methods [--plugin-path DIR]",
+             "       lavinia adapters --methods [--plugin-path DIR]\n"
+             "       lavinia adapters --gradcheck METHOD [--config JSON] [--plugin-path DIR]",
     .help = "list adapters (method, rank, alpha, sites, parameters, scale), or PEFT methods",
     .run = run,
 };
