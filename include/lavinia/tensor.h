@@ -39,10 +39,28 @@ typedef enum lv_dtype {
     LV_I32,
     LV_Q8_0,
     LV_Q4_0,
+    LV_NF4,         /* QLoRA's 4-bit NormalFloat, below */
     LV_DTYPE_COUNT
 } lv_dtype;
 
 #define LV_QBLOCK 32
+
+/* NF4 (QLoRA, Dettmers et al. 2023; bitsandbytes' layout of the values): blocks of 64
+ * consecutive values of the whole flattened tensor (a block may cross rows), each a 4-bit
+ * index into the 16 NormalFloat values times the block's absmax; the absmaxes are double
+ * quantised: their mean is subtracted and the rest stored as 8-bit indices into the signed
+ * dynamic map, with one float scale per 256 blocks. An NF4 tensor's data is, for n values:
+ * n/2 bytes of indices (the first value of a pair in the high nibble), n/64 bytes of
+ * absmax indices, ceil(n/64/256) floats of group scales, one float offset. The whole
+ * tensor must be contiguous and n a multiple of 64; it is converted as a whole. */
+#define LV_NF4_BLOCK 64
+#define LV_NF4_GROUP 256
+/* The 16 NF4 values, and the 256 of the signed dynamic map. */
+float lv_nf4_value(int i);
+float lv_dynamic_map_value(int i);
+/* Quantise n values (a multiple of 64) into dst (lv_dtype_bytes(LV_NF4, n) bytes), and back. */
+void lv_nf4_quantize(void *dst, const float *x, int64_t n);
+void lv_nf4_dequantize(float *y, const void *src, int64_t n);
 
 /* Where the data lives. */
 typedef enum lv_device {

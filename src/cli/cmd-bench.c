@@ -145,9 +145,10 @@ static int bench_run(int argc, char **argv)
                   : strcmp(dtype_name, "bf16") == 0 ? LV_BF16
                   : strcmp(dtype_name, "q8_0") == 0 ? LV_Q8_0
                   : strcmp(dtype_name, "q4_0") == 0 ? LV_Q4_0
+                  : strcmp(dtype_name, "nf4") == 0  ? LV_NF4
                                                     : LV_DTYPE_COUNT;
     if (dt == LV_DTYPE_COUNT) {
-        fprintf(stderr, "lavinia: bench: --dtype %s: want f32, f16, bf16, q8_0 or q4_0\n",
+        fprintf(stderr, "lavinia: bench: --dtype %s: want f32, f16, bf16, q8_0, q4_0 or nf4\n",
                 dtype_name);
         return 2;
     }
@@ -240,7 +241,7 @@ static int bench_run(int argc, char **argv)
 const struct lv_cli_entry lv_cli_bench_entry = {
     .name  = "bench",
     .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab) [--dtype "
-             "f32|f16|bf16|q8_0|q4_0] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]\n"
+             "f32|f16|bf16|q8_0|q4_0|nf4] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]\n"
              "             [--adapter PATH[:SCALE]]...",
     .help  = "Prompt and decode speed, time to first token, peak memory, and the share of the "
              "measured memory bandwidth that decoding uses.",

@@ -139,8 +139,9 @@ static int common_option(struct run *r, int c)
     case OPT_ADAPTER: return lv_cli_adapter_arg(&r->ad, optarg);
     case OPT_PLUGIN_PATH: lv_cli_plugin_arg(optarg); return 0;
     case OPT_QUANT:
-        if (strcmp(optarg, "q8_0") != 0 && strcmp(optarg, "q4_0") != 0) {
-            fprintf(stderr, "lavinia: --quant %s: want q8_0 or q4_0\n", optarg);
+        if (strcmp(optarg, "q8_0") != 0 && strcmp(optarg, "q4_0") != 0 &&
+            strcmp(optarg, "nf4") != 0) {
+            fprintf(stderr, "lavinia: --quant %s: want q8_0, q4_0 or nf4\n", optarg);
             return 2;
         }
         r->quant = optarg;
@@ -173,7 +174,9 @@ static int run_open(struct run *r, bool need_tok)
     if (lv_llama_load(&r->m, &r->ck, r->n_ctx) != LV_OK)
         return LV_ERR;
     if (r->quant &&
-        lv_llama_quantize(r->m, strcmp(r->quant, "q8_0") == 0 ? LV_Q8_0 : LV_Q4_0) != LV_OK)
+        lv_llama_quantize(r->m, strcmp(r->quant, "q8_0") == 0   ? LV_Q8_0
+                                : strcmp(r->quant, "q4_0") == 0 ? LV_Q4_0
+                                                                : LV_NF4) != LV_OK)
         return LV_ERR;
     /* adapters may sit in the tower and projector: load it first so that its sites exist */
     if (r->ad.n && lv_checkpoint_find(&r->ck, LV_CLIP_CLASS_EMBEDDING) &&
@@ -629,7 +632,7 @@ static int chat_run(int argc, char **argv)
 #define SAMPLING_USAGE \
     "[-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] " \
     "[--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop STR] [--ignore-eos] " \
-    "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0]\n" \
+    "[--ctx N] [--threads N] [--mmproj FILE] [--quant q8_0|q4_0|nf4]\n" \
     "                [--adapter PATH[:SCALE]]... [--plugin-path DIR]"
 
 const struct lv_cli_entry lv_cli_generate_entry = {

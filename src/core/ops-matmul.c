@@ -33,6 +33,10 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
                  op_shape(a), op_shape(b));
         return NULL;
     }
+    /* NF4 is laid out over the whole tensor, not by rows: the kernels get it dequantised
+     * (a frozen copy in the graph's arena; QLoRA keeps the stored weights 4-bit) */
+    if (b->dtype == LV_NF4 && !(b = lv_cast(g, b, LV_F32)))
+        return NULL;
     int ta = !!(flags & LV_TRANS_A), tb = !!(flags & LV_TRANS_B);
     int64_t M = a->shape[a->ndim - 2 + ta], K = a->shape[a->ndim - 1 - ta];
     int64_t Kb = b->shape[b->ndim - 2 + tb], N = b->shape[b->ndim - 1 - tb];

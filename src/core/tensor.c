@@ -32,6 +32,7 @@ static const struct {
     [LV_I32]  = { .name = "I32",  .size = 4 },
     [LV_Q8_0] = { .name = "Q8_0", .block_bytes = 34 },
     [LV_Q4_0] = { .name = "Q4_0", .block_bytes = 18 },
+    [LV_NF4]  = { .name = "NF4",  .block_bytes = 1 },      /* whole-tensor layout, below */
 };
 _Static_assert(sizeof dtype_table / sizeof dtype_table[0] == LV_DTYPE_COUNT,
                "dtype_table and lv_dtype disagree");
@@ -50,8 +51,173 @@ size_t lv_dtype_bytes(lv_dtype t, int64_t n)
 {
     if ((unsigned)t >= LV_DTYPE_COUNT || n < 0)
         return 0;
+    if (t == LV_NF4) {
+        int64_t nb = n / LV_NF4_BLOCK, ng = (nb + LV_NF4_GROUP - 1) / LV_NF4_GROUP;
+        return (size_t)(n / 2 + nb) + (size_t)(ng + 1) * sizeof(float);
+    }
     return dtype_table[t].block_bytes ? (size_t)(n / LV_QBLOCK) * dtype_table[t].block_bytes
                                       : (size_t)n * dtype_table[t].size;
+}
+
+/* --- NF4 --------------------------------------------------------------------------------
+ * Every step is defined in double precision and rounded to float where it is stored, so that
+ * a float64 reference (tests/reference/gen_nf4.py) makes the same choices bit for bit. */
+
+/* QLoRA's NormalFloat-4 values (bitsandbytes' table) */
+static const float nf4_values[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+};
+
+float lv_nf4_value(int i)
+{
+    return i >= 0 && i < 16 ? nf4_values[i] : NAN;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for
+ * exponents 10^-6 .. 10^0, the midpoints of 2^i + 1 points spaced evenly from 0.1 to 1, with
+ * both signs; then 0 and 1; sorted. Computed in double, stored as float. */
+static const float *dynamic_map(void)
+{
+    static float map[256];
+    static bool ready;
+    if (ready)
+        return map;
+    double v[256];
+    int n = 0;
+    for (int i = 0; i < 7; i++) {
+        int items = (1 << i) + 1;
+        for (int k = 0; k + 1 < items; k++) {
+            double b0 = 0.1 + 0.9 * k / (items - 1), b1 = 0.1 + 0.9 * (k + 1) / (items - 1);
+            double mean = (b0 + b1) / 2.0, e = pow(10.0, -6 + i);
+            v[n++] = e * mean;
+            v[n++] = -e * mean;
+        }
+    }
+    v[n++] = 0.0;
+    v[n++] = 1.0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    for (int i = 0; i < 256; i++)
+        map[i] = (float)v[i];
+    ready = true;
+    return map;
+}
+
+float lv_dynamic_map_value(int i)
+{
+    return i >= 0 && i < 256 ? dynamic_map()[i] : NAN;
+}
+
+/* the index of the value nearest to x in a sorted table (ties: the lower) */
+static int nearest(const float *table, int n, double x)
+{
+    int best = 0;
+    double d = fabs(x - table[0]);
+    for (int i = 1; i < n; i++) {
+        double e = fabs(x - table[i]);
+        if (e < d) {
+            d = e;
+            best = i;
+        }
+    }
+    return best;
+}
+
+struct nf4_layout {
+    unsigned char *codes, *qabs;
+    float *group, *offset;
+    int64_t nb, ng;
+};
+
+static struct nf4_layout nf4_parts(const void *data, int64_t n)
+{
+    struct nf4_layout l;
+    l.nb = n / LV_NF4_BLOCK;
+    l.ng = (l.nb + LV_NF4_GROUP - 1) / LV_NF4_GROUP;
+    l.codes = (unsigned char *)data;
+    l.qabs = l.codes + n / 2;
+    l.group = (float *)(void *)(l.qabs + l.nb);      /* may be unaligned: memcpy below */
+    l.offset = l.group + l.ng;
+    return l;
+}
+
+static float get_f(const float *p)
+{
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void put_f(float *p, float v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* the scale of block b */
+static float nf4_scale(const struct nf4_layout *l, int64_t b)
+{
+    double s = (double)dynamic_map()[l->qabs[b]] * get_f(l->group + b / LV_NF4_GROUP) +
+               get_f(l->offset);
+    return (float)s;
+}
+
+void lv_nf4_quantize(void *dst, const float *x, int64_t n)
+{
+    struct nf4_layout l = nf4_parts(dst, n);
+    const float *map = dynamic_map();
+    float *absmax = malloc((size_t)(l.nb ? l.nb : 1) * sizeof *absmax);
+    if (!absmax)
+        return;
+    double sum = 0;
+    for (int64_t b = 0; b < l.nb; b++) {
+        float a = 0;
+        for (int j = 0; j < LV_NF4_BLOCK; j++)
+            a = fmaxf(a, fabsf(x[b * LV_NF4_BLOCK + j]));
+        absmax[b] = a;
+        sum += a;
+        for (int j = 0; j < LV_NF4_BLOCK; j += 2) {
+            int64_t i = b * LV_NF4_BLOCK + j;
+            int hi = a > 0 ? nearest(nf4_values, 16, (double)x[i] / a) : 7;
+            int lo = a > 0 ? nearest(nf4_values, 16, (double)x[i + 1] / a) : 7;
+            l.codes[i / 2] = (unsigned char)(hi << 4 | lo);
+        }
+    }
+    float offset = (float)(l.nb ? sum / (double)l.nb : 0.0);
+    put_f(l.offset, offset);
+    for (int64_t g = 0; g < l.ng; g++) {
+        int64_t b0 = g * LV_NF4_GROUP, b1 = b0 + LV_NF4_GROUP < l.nb ? b0 + LV_NF4_GROUP : l.nb;
+        float a2 = 0;
+        for (int64_t b = b0; b < b1; b++)
+            a2 = fmaxf(a2, fabsf((float)((double)absmax[b] - offset)));
+        put_f(l.group + g, a2);
+        for (int64_t b = b0; b < b1; b++) {
+            double c = (double)(float)((double)absmax[b] - offset);
+            l.qabs[b] = (unsigned char)(a2 > 0 ? nearest(map, 256, c / a2) : 127);
+        }
+    }
+    free(absmax);
+}
+
+void lv_nf4_dequantize(float *y, const void *src, int64_t n)
+{
+    struct nf4_layout l = nf4_parts(src, n);
+    for (int64_t b = 0; b < l.nb; b++) {
+        float s = nf4_scale(&l, b);
+        for (int j = 0; j < LV_NF4_BLOCK; j += 2) {
+            int64_t i = b * LV_NF4_BLOCK + j;
+            unsigned char c = l.codes[i / 2];
+            y[i] = nf4_values[c >> 4] * s;
+            y[i + 1] = nf4_values[c & 0x0f] * s;
+        }
+    }
 }
 
 /* --- ggml's Q8_0 and Q4_0 (ggml-quants.c, quantize_row_*_ref / dequantize_row_*) --- */
@@ -222,6 +388,24 @@ void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_
         memcpy(dst, src, lv_dtype_bytes(dt, n));
         return;
     }
+    if (st == LV_NF4 || dt == LV_NF4) {
+        /* NF4 is laid out over the whole tensor: n is every value of it */
+        float *tmp = st == LV_NF4 && dt == LV_F32 ? dst : malloc((size_t)(n ? n : 1) *
+                                                                   sizeof *tmp);
+        if (!tmp)
+            return;
+        if (st == LV_NF4)
+            lv_nf4_dequantize(tmp, src, n);
+        else
+            lv_convert_row(tmp, LV_F32, src, st, n);
+        if (dt == LV_NF4)
+            lv_nf4_quantize(dst, tmp, n);
+        else if (dt != LV_F32 || st != LV_NF4)
+            lv_convert_row(dst, dt, tmp, LV_F32, n);
+        if (tmp != dst)
+            free(tmp);
+        return;
+    }
     if (lv_dtype_is_block(st) || lv_dtype_is_block(dt)) {
         /* whole blocks, through F32 256 values at a time */
         float buf[256];
@@ -299,7 +483,11 @@ static int check_shape(lv_dtype dtype, int ndim, const int64_t *shape, size_t *b
     }
     if (n > ((uint64_t)1 << 40))
         return lv_error("tensor: %llu elements is more than lavinia allows", (unsigned long long)n);
-    if (lv_dtype_is_block(dtype) && (ndim == 0 || shape[ndim - 1] % LV_QBLOCK != 0))
+    if (dtype == LV_NF4 && n % LV_NF4_BLOCK != 0)
+        return lv_error("tensor: an NF4 tensor holds a multiple of %d values, not %llu",
+                        LV_NF4_BLOCK, (unsigned long long)n);
+    if (lv_dtype_is_block(dtype) && dtype != LV_NF4 &&
+        (ndim == 0 || shape[ndim - 1] % LV_QBLOCK != 0))
         return lv_error("tensor: a %s tensor's last dimension must be a multiple of %d",
                         lv_dtype_name(dtype), LV_QBLOCK);
     *bytes = lv_dtype_bytes(dtype, (int64_t)n);
@@ -445,6 +633,11 @@ double lv_tensor_get(const lv_tensor *t, int64_t i)
     int64_t off = strided_offset(t, i);
     if (t->dtype == LV_I32)
         return ((const int32_t *)t->data)[off];
+    if (t->dtype == LV_NF4) {            /* contiguous: one block, scaled */
+        struct nf4_layout l = nf4_parts(t->data, lv_tensor_nelem(t));
+        unsigned char c = l.codes[off / 2];
+        return nf4_values[off % 2 ? c & 0x0f : c >> 4] * nf4_scale(&l, off / LV_NF4_BLOCK);
+    }
     return load_f32(t->data, t->dtype, off);
 }
 

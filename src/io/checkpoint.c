@@ -453,13 +453,30 @@ static bool tower_outside(const struct lv_model_config *c)
             c->image_token_id < 0);
 }
 
+/* bitsandbytes' 4-bit checkpoints: packed weights beside absmax and quant_state tensors */
+static int refuse_bnb(const struct lv_checkpoint *ck)
+{
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const char *n = ck->tensors[i].file_name, *dot = strrchr(n, '.');
+        if ((dot && (strcmp(dot, ".absmax") == 0 || strcmp(dot, ".quant_map") == 0 ||
+                     strcmp(dot, ".nested_absmax") == 0)) || strstr(n, ".quant_state."))
+            return lv_error("%s: tensor '%s': a checkpoint already quantised by bitsandbytes; "
+                            "load the full-precision checkpoint (--quant nf4 quantises it as "
+                            "QLoRA does)", ck->path, n);
+    }
+    return LV_OK;
+}
+
 static int check_tensors(struct lv_checkpoint *ck)
 {
+    int rc = refuse_bnb(ck);
+    if (rc)
+        return rc;
     struct expect e = { .ck = ck };
     e.seen = calloc((size_t)ck->n_tensors + 1, sizeof *e.seen);
     if (!e.seen)
         return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
-    int rc = expect_text(&e, &ck->config);
+    rc = expect_text(&e, &ck->config);
     if (rc == LV_OK && ck->config.has_vision)
         rc = expect_vision(&e, &ck->config, !tower_outside(&ck->config));
     if (rc == LV_OK && e.missing)

@@ -127,6 +127,10 @@ int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtyp
     lv_llama *m = NULL;
     if (rc == LV_OK)
         rc = alloc_model(&m, c, n_ctx);
+    /* block types: drawn as F32, then quantised as a checkpoint would be */
+    lv_dtype quant = lv_dtype_is_block(dtype) ? dtype : LV_F32;
+    if (lv_dtype_is_block(dtype))
+        dtype = LV_F32;
     uint64_t rng = seed;
     int64_t C = c->dim, Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
     if (rc == LV_OK && ((rc = random_weight(m, dtype, c->vocab, C, &rng, &m->tok_emb)) ||
@@ -149,6 +153,8 @@ int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtyp
             (rc = random_weight(m, dtype, C, c->hidden, &rng, &L->w_down)))
             goto fail;
     }
+    if (rc == LV_OK && quant != LV_F32)
+        rc = lv_llama_quantize(m, quant);
     if (rc == LV_OK)
         rc = alloc_caches(m, "random model");
     if (rc == LV_OK) {
@@ -167,7 +173,8 @@ static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
         *out = w;
         return LV_OK;
     }
-    if (w->ndim != 2 || w->shape[1] % LV_QBLOCK != 0) {
+    if (w->ndim != 2 || (dtype == LV_NF4 ? lv_tensor_nelem(w) % LV_NF4_BLOCK
+                                         : w->shape[1] % LV_QBLOCK) != 0) {
         *out = w;               /* rows that are not whole blocks stay as stored (llama.cpp too) */
         return LV_OK;
     }
@@ -176,11 +183,15 @@ static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
         lv_tensor_free(q);
         return lv_error_status(LV_ENOMEM, "model: out of memory quantising '%s'", w->name);
     }
-    size_t in_row = lv_dtype_bytes(w->dtype, w->shape[1]), out_row = lv_dtype_bytes(dtype,
-                                                                                    w->shape[1]);
-    for (int64_t r = 0; r < w->shape[0]; r++)
-        lv_convert_row((char *)q->data + (size_t)r * out_row, dtype,
-                       (const char *)w->data + (size_t)r * in_row, w->dtype, w->shape[1]);
+    if (dtype == LV_NF4 || w->dtype == LV_NF4) {     /* NF4: the whole tensor at once */
+        lv_convert_row(q->data, dtype, w->data, w->dtype, lv_tensor_nelem(w));
+    } else {
+        size_t in_row = lv_dtype_bytes(w->dtype, w->shape[1]);
+        size_t out_row = lv_dtype_bytes(dtype, w->shape[1]);
+        for (int64_t r = 0; r < w->shape[0]; r++)
+            lv_convert_row((char *)q->data + (size_t)r * out_row, dtype,
+                           (const char *)w->data + (size_t)r * in_row, w->dtype, w->shape[1]);
+    }
     lv_tensor_set_name(q, w->name);
     lv_tensor_set_frozen(q);
     *out = q;
@@ -190,7 +201,7 @@ static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
 int lv_llama_quantize(lv_llama *m, lv_dtype dtype)
 {
     if (!lv_dtype_is_block(dtype))
-        return lv_error("model: quantise to Q8_0 or Q4_0, not %s", lv_dtype_name(dtype));
+        return lv_error("model: quantise to Q8_0, Q4_0 or NF4, not %s", lv_dtype_name(dtype));
     int rc = quantized(m, m->lm_head, dtype, &m->lm_head);
     for (int64_t l = 0; rc == LV_OK && l < m->c.n_layers; l++) {
         struct lv_llama_layer *L = &m->layers[l];

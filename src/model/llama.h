@@ -68,16 +68,18 @@ struct lv_llama {
  * the config's max_seq. ck must stay open until lv_llama_free. */
 int lv_llama_load(lv_llama **out, const struct lv_checkpoint *ck, int64_t n_ctx);
 /* A model with random weights (N(0, 1/fan_in), norms 1) of the given shape, stored as dtype
- * (F32, F16 or BF16): benchmarks and demos without a checkpoint. */
+ * (F32, F16, BF16; a block type quantises F32 weights as lv_llama_quantize does): benchmarks
+ * and demos without a checkpoint. */
 int lv_llama_new_random(lv_llama **out, const struct lv_model_config *c, lv_dtype dtype,
                         uint64_t seed, int64_t n_ctx);
 /* Bytes of weights one decoded token reads (every matrix and norm, the classifier once). */
 uint64_t lv_llama_weight_bytes(const lv_llama *m);
 void lv_llama_free(lv_llama *m);
 /* Quantise every weight of a matrix product (the layers' projections and the output head;
- * a tied head gets its own copy) to dtype (LV_Q8_0, LV_Q4_0), as ggml quantises; norms and
- * the token embedding stay as stored, and so does a matrix whose rows are not whole blocks
- * of 32 values (stories260K's 172-wide down projection). */
+ * a tied head gets its own copy) to dtype (LV_Q8_0, LV_Q4_0 as ggml quantises; LV_NF4 as
+ * QLoRA does, blocks of 64 over the whole matrix); norms and the token embedding stay as
+ * stored, and so does a matrix whose rows are not whole blocks of 32 values (stories260K's
+ * 172-wide down projection) or, for NF4, whose size is not a multiple of 64. */
 int lv_llama_quantize(lv_llama *m, lv_dtype dtype);
 /* Forget the cached positions (a new conversation). */
 void lv_llama_reset(lv_llama *m);

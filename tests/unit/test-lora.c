@@ -49,13 +49,16 @@ struct model {
     bool open;
 };
 
-static bool model_open(struct model *md, const char *path, const char *mmproj)
+/* the model of path (quant: LV_F32, or a block type the language model is quantised to) */
+static bool model_open_q(struct model *md, const char *path, const char *mmproj, lv_dtype quant)
 {
     memset(md, 0, sizeof *md);
     if (lv_checkpoint_open(&md->ck, path, mmproj, NULL) != LV_OK)
         return tu_assert(false, "%s opens (%s)", path, lv_errmsg());
     md->open = true;
-    bool ok = lv_llama_load(&md->m, &md->ck, 0) == LV_OK && lv_clip_load(&md->v, &md->ck) == LV_OK &&
+    bool ok = lv_llama_load(&md->m, &md->ck, 0) == LV_OK &&
+              (quant == LV_F32 || lv_llama_quantize(md->m, quant) == LV_OK) &&
+              lv_clip_load(&md->v, &md->ck) == LV_OK &&
               lv_site_table_build(&md->sites, md->m, md->v, lv_naming_of(&md->ck)) == LV_OK &&
               (md->st = lv_peft_stack_new(&md->sites)) != NULL;
     if (ok) {
@@ -63,6 +66,11 @@ static bool model_open(struct model *md, const char *path, const char *mmproj)
         md->v->peft = md->st;
     }
     return tu_assert(ok, "model and sites of %s (%s)", path, ok ? "ok" : lv_errmsg());
+}
+
+static bool model_open(struct model *md, const char *path, const char *mmproj)
+{
+    return model_open_q(md, path, mmproj, LV_F32);
 }
 
 static void model_close(struct model *md)
@@ -401,6 +409,70 @@ static void dora_ia3(struct model *md, const float *px, const int32_t *ids, cons
     ref_done(&rf);
 }
 
+/* ||a - b|| / ||b|| over every trainable gradient of adapter a against the reference's */
+static double grad_vector_err(const struct ref_file *rf, const struct lv_adapter *a)
+{
+    double d = 0, n = 0;
+    for (int i = 0; i < a->sites->n; i++)
+        for (int k = 0; k < a->at[i].n; k++) {
+            const lv_tensor *p = a->at[i].p[k];
+            char name[80];
+            snprintf(name, sizeof name, "%s%s", k ? "b." : "a.", a->sites->s[i].name);
+            const struct ref_tensor *r = ref_get(rf, name, p->ndim, p->shape);
+            if (!r)
+                return 1.0;
+            for (int64_t j = 0; j < lv_tensor_nelem(p); j++) {
+                double g = p->grad ? ((float *)p->grad->data)[j] : 0.0;
+                d += (g - r->data[j]) * (g - r->data[j]);
+                n += r->data[j] * r->data[j];
+            }
+        }
+    return n > 0 ? sqrt(d / n) : 1.0;
+}
+
+/* QLoRA: lora-tiny over the language model quantised to NF4, against the same adapter on
+ * the F32 base (the reference): what 4-bit base weights cost the outputs and the gradients */
+static void qlora(const char *path, const float *px, const int32_t *ids, const float *RL,
+                  const struct ref_tensor *base_ref, const struct ref_tensor *r_lora,
+                  const struct ref_file *rf)
+{
+    struct model md;
+    if (!model_open_q(&md, path, NULL, LV_NF4))
+        return;
+    float out[NT * V];
+    double e0 = logits_err(&md, px, ids, base_ref, out);
+    if (add_adapter(&md, "lora-tiny")) {
+        double e = logits_err(&md, px, ids, r_lora, out);
+        /* tolerances (docs/NOTES.md): this 48-wide random model loses more to 4 bits than
+         * a trained one: its NF4 base alone is 0.33 from the F32 base */
+        tu_assert(e <= 0.25 && e <= e0, "QLoRA (lora-tiny over an NF4 language model): logits "
+                  "within 0.25 of the F32 base's with the adapter, and no further than the "
+                  "bases are from each other (relative error %.3f; NF4 base to F32 base %.3f)",
+                  e, e0);
+        int rc = gradients(&md, px, ids, RL);
+        double eg = rc == LV_OK ? grad_vector_err(rf, md.st->a[0]) : 1.0;
+        tu_assert(eg <= 0.5, "QLoRA: the adapter's gradient vector within 0.5 of the F32 "
+                  "base's (||g - g_f32|| / ||g_f32|| = %.3f)", eg);
+        char dir[400];
+        const char *t0 = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/lv-qlora-XXXXXX", t0 && *t0 ? t0 : "/tmp");
+        if (mkdtemp(dir)) {
+            char cfg[500], cmd[500];
+            rc = lv_adapter_save(md.st->a[0], dir);
+            snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+            json_t *j = json_load_file(cfg, 0, NULL);
+            tu_assert(rc == LV_OK && j && strcmp(json_string_value(json_object_get(j,
+                          "peft_type")), "LORA") == 0, "a QLoRA adapter saves as a plain "
+                      "LoRA folder (peft_type LORA), as PEFT does");
+            json_decref(j);
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+            if (system(cmd) != 0)
+                printf("# could not remove %s\n", dir);
+        }
+    }
+    model_close(&md);
+}
+
 /* the plugins of plugins/ (built as modules, loaded from the build tree): VeRA and prompt
  * tuning against gen_plugins.py */
 static void plugin_methods(struct model *md, const float *px, const int32_t *ids,
@@ -665,6 +737,8 @@ int main(int argc, char **argv)
     merge_case(&md, "lora-mts", 1.0f, r_mts, tmp, px, ids);
     plugin_methods(&md, px, ids, RL, tmp);
     model_close(&md);
+
+    qlora(path, px, ids, RL, base_ref, r_lora, &rf);
 
     /* llama.cpp's LoRA GGUF of the language-model half, on the Hugging Face base */
     if (model_open(&md, path, NULL)) {

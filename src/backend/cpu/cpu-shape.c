@@ -107,6 +107,10 @@ void cpu_copy_strided(void *dst, lv_dtype dt, const lv_tensor *src)
     const char *s = src->data;
     char *o = dst;
     int64_t rows = sh[0] * sh[1] * sh[2];
+    if (src->dtype == LV_NF4) {                 /* laid out over the whole tensor */
+        lv_convert_row(o, dt, s, LV_NF4, rows * sh[3]);
+        return;
+    }
     if (lv_dtype_is_block(src->dtype)) {        /* contiguous: whole rows of blocks */
         size_t rb = lv_dtype_bytes(src->dtype, sh[3]);
         CPU_FOR(rows * sh[3], r, rows, {
