@@ -34,15 +34,21 @@ static int row_norms(const struct lv_peft_site *site, const lv_tensor *A, const 
                      float s, float *out)
 {
     int64_t O = site->out, I = site->in, r = A->shape[0];
-    float *row = malloc((size_t)I * sizeof *row);
-    if (!row)
+    const lv_tensor *w = site->weight;
+    /* NF4 is laid out over the whole matrix: dequantised at once; other types by rows */
+    bool whole = w && w->dtype == LV_NF4;
+    float *buf = malloc((size_t)(whole ? O * I : I) * sizeof *buf), *row = buf;
+    if (!buf)
         return lv_error_status(LV_ENOMEM, "DoRA: out of memory");
+    if (whole)
+        lv_convert_row(buf, LV_F32, w->data, LV_NF4, O * I);
     const float *a = A->data, *b = B->data;
-    size_t rb = site->weight ? lv_dtype_bytes(site->weight->dtype, I) : 0;
+    size_t rb = w && !whole ? lv_dtype_bytes(w->dtype, I) : 0;
     for (int64_t o = 0; o < O; o++) {
-        if (site->weight)
-            lv_convert_row(row, LV_F32, (const char *)site->weight->data + (size_t)o * rb,
-                           site->weight->dtype, I);
+        if (whole)
+            row = buf + o * I;
+        else if (w)
+            lv_convert_row(row, LV_F32, (const char *)w->data + (size_t)o * rb, w->dtype, I);
         else
             memset(row, 0, (size_t)I * sizeof *row);
         double sum = 0;
@@ -54,7 +60,7 @@ static int row_norms(const struct lv_peft_site *site, const lv_tensor *A, const 
         }
         out[o] = (float)sqrt(sum);
     }
-    free(row);
+    free(buf);
     return LV_OK;
 }
 

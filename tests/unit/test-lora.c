@@ -470,6 +470,18 @@ static void qlora(const char *path, const float *px, const int32_t *ids, const f
                 printf("# could not remove %s\n", dir);
         }
     }
+    /* DoRA over NF4: its norm reads the 4-bit weight */
+    struct ref_file dr;
+    if (ref_load(&dr, "dora_ia3", "cd tests/reference && /usr/bin/python3 gen_dora_ia3.py")) {
+        const struct ref_tensor *r = ref_get(&dr, "logits.dora", 2, (int64_t[]){ NT, V });
+        lv_peft_stack_set(md.st, 0, false, 1.0f);
+        if (r && add_adapter(&md, "dora-tiny")) {
+            double e = logits_err(&md, px, ids, r, out);
+            tu_assert(e <= 0.25 && e <= e0, "QLoRA with DoRA (dora-tiny over the NF4 language "
+                      "model): logits %.3f from the F32 base's", e);
+        }
+        ref_done(&dr);
+    }
     model_close(&md);
 }
 
