@@ -57,15 +57,16 @@ grep -q "^0: lora-tiny" "$tmp/o" && grep -q "^decode: 4 tokens" "$tmp/o" &&
 # chat: /toggle between turns recomputes the conversation with the new adapters
 chat_fixture "$tmp/chat"
 chat_template "$tmp/chat"
-printf 'Hello there\n/adapters\n/toggle 0\nAnd again?\n/scale 0 0.5\nOnce more\n' |
+printf 'Hello there\n/adapters\n/toggle 0\nAnd again?\n/scale 0 0.5\nOnce more\n/merge 0\nLast\n' |
     "$bin" chat -m "$tmp/chat" -n 3 --temp 0 --ignore-eos --ctx 128 --adapter "$ref/lora-text.gguf" \
     > "$tmp/o" 2> "$tmp/e"
 rc=$?
-if [ $rc = 0 ] && [ "$(wc -l < "$tmp/o")" = 3 ] && grep -q "^0: lora-text.gguf" "$tmp/e" &&
+if [ $rc = 0 ] && [ "$(wc -l < "$tmp/o")" = 4 ] && grep -q "^0: lora-text.gguf" "$tmp/e" &&
     grep -q "lora-text.gguf: disabled, scale 1" "$tmp/e" &&
     grep -q "lora-text.gguf: disabled, scale 0.5" "$tmp/e" &&
-    [ "$(grep -c "^adapters changed: recomputed [0-9]* cached positions" "$tmp/e")" = 2 ]; then
-    ok "chat: /adapters, /toggle and /scale; the next turn recomputes the cache and says so"
+    grep -q "lora-text.gguf: merged into the weights" "$tmp/e" &&
+    [ "$(grep -c "^adapters changed: recomputed [0-9]* cached positions" "$tmp/e")" = 3 ]; then
+    ok "chat: /adapters, /toggle, /scale and /merge; the next turn recomputes the cache and says so"
 else
     bad "chat with /toggle: status $rc: $(cat "$tmp/o" "$tmp/e")"
 fi

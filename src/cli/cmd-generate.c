@@ -524,7 +524,8 @@ static int generate_run(int argc, char **argv)
     return rc == LV_OK ? 0 : lv_cli_fail(lv_errmsg());
 }
 
-/* /adapters, /toggle N, /scale N S between turns; true when line was one of them */
+/* /adapters, /toggle N, /scale N S, /merge N, /unmerge N between turns; true when line was
+ * one of them */
 static bool adapter_command(struct run *r, const char *line)
 {
     struct lv_peft_stack *st = r->ad.st;
@@ -540,13 +541,24 @@ static bool adapter_command(struct run *r, const char *line)
     }
     bool toggle = sscanf(line, "/toggle %d %c", &i, &extra) == 1;
     bool scaled = !toggle && sscanf(line, "/scale %d %f %c", &i, &scale, &extra) == 2;
-    if (!toggle && !scaled)
+    bool merge = sscanf(line, "/merge %d %c", &i, &extra) == 1;
+    bool unmerge = sscanf(line, "/unmerge %d %c", &i, &extra) == 1;
+    if (!toggle && !scaled && !merge && !unmerge)
         return false;
     if (!st || i < 0 || i >= st->n) {
         fprintf(stderr, "no adapter %d (/adapters lists them)\n", i);
         return true;
     }
     const struct lv_adapter *a = st->a[i];
+    if (merge || unmerge) {
+        int rc = merge ? lv_peft_stack_merge(st, i) : lv_peft_stack_unmerge(st, i);
+        if (rc == LV_OK)
+            fprintf(stderr, "%s: %s (the conversation is recomputed at the next turn)\n",
+                    a->name, a->merged ? "merged into the weights" : "unmerged");
+        else
+            fprintf(stderr, "%s\n", lv_errmsg());
+        return true;
+    }
     lv_peft_stack_set(st, i, toggle ? !a->enabled : a->enabled, toggle ? a->scale : scale);
     fprintf(stderr, "%s: %s, scale %g (the conversation is recomputed at the next turn)\n",
             a->name, a->enabled ? "enabled" : "disabled", (double)a->scale);

@@ -59,11 +59,14 @@ struct lv_site_table {
                                    B factors of q/k adapters are permuted to match */
     int64_t n_heads, n_kv_heads, head_dim;
     char *strings;              /* names and paths */
+    lv_tensor ***wslot, ***bslot;   /* where the models keep each site's weight and bias, so
+                                       that an adapter can be merged into them (or NULL) */
 };
 
-/* The sites of a language model and, if v is not NULL, its vision tower and projector. */
-int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
-                        const struct lv_clip *v, enum lv_naming naming);
+/* The sites of a language model and, if v is not NULL, its vision tower and projector. The
+ * table points into the models (their weights, and where they keep them). */
+int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_clip *v,
+                        enum lv_naming naming);
 void lv_site_table_free(struct lv_site_table *t);
 static inline int lv_site_llm(const struct lv_site_table *t, int layer, enum lv_llm_site k)
 {
@@ -139,6 +142,9 @@ struct lv_adapter {
     int64_t n_params;                   /* trainable values */
     bool enabled;
     float scale;
+    bool merged;                        /* folded into the model's weights (stack_merge) */
+    lv_tensor **orig_w, **orig_b;       /* [sites->n] while merged: the weights it replaced */
+    lv_tensor **merged_w, **merged_b;   /* [sites->n] while merged: the merged weights */
 };
 
 /* A new adapter of method on the sites config selects (adapter_config.json keys: the
@@ -216,9 +222,16 @@ static inline bool lv_peft_stack_active(const struct lv_peft_stack *st, int site
     return st && st->active[site] > 0;
 }
 
-/* Site i's weight (out, in) and bias with every enabled adapter folded in, as new F32
- * tensors (*b NULL when the bias does not change; both NULL when no adapter is there). */
-int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, lv_tensor **b);
+/* Site i's weight (out, in) and bias with every enabled adapter folded in (only adapter k
+ * when k >= 0), as new F32 tensors (*b NULL when the bias does not change; both NULL when
+ * no adapter is there). */
+int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, int k, lv_tensor **w,
+                             lv_tensor **b);
+/* Fold adapter k into the models' weights (at its scale), so that generation no longer pays
+ * for it; unmerge puts the weights it replaced back, bit for bit. Either makes the cached
+ * positions stale. Free the stack before the models: it unmerges. */
+int lv_peft_stack_merge(struct lv_peft_stack *st, int k);
+int lv_peft_stack_unmerge(struct lv_peft_stack *st, int k);
 
 /* Write ck as a Hugging Face directory with the stack's enabled adapters folded in (merge.c).
  * dtype: the stored type of merged tensors (LV_CKPT_F32, _F16, _BF16), or LV_CKPT_TYPE_COUNT

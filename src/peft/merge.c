@@ -61,7 +61,7 @@ int lv_adapters_write_merged(const struct lv_checkpoint *ck, struct lv_peft_stac
                           "either cannot be merged into one tensor", ck->path);
             break;
         }
-        if ((rc = lv_peft_stack_merge_site(st, i, &w, &b)) != LV_OK)
+        if ((rc = lv_peft_stack_merge_site(st, i, -1, &w, &b)) != LV_OK)
             break;
         char plain[256], name[300];
         lv_module_canonical(sites->s[i].module, plain, sizeof plain);

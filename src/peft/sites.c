@@ -116,8 +116,10 @@ struct builder {
 
 static int add(struct builder *b, int i, const char *name, const char *plain_module,
                lv_site_kind kind, lv_tower tower, int layer, int64_t in, int64_t out,
-               const lv_tensor *w, const lv_tensor *bias)
+               lv_tensor **w, lv_tensor **bias)
 {
+    b->t->wslot[i] = w;
+    b->t->bslot[i] = bias;
     char module[256];
     module_in(module, sizeof module, plain_module, b->t->naming);
     struct lv_peft_site *s = &b->t->s[i];
@@ -126,8 +128,8 @@ static int add(struct builder *b, int i, const char *name, const char *plain_mod
     s->layer = layer;
     s->in = in;
     s->out = out;
-    s->weight = w;
-    s->bias = bias;
+    s->weight = w ? *w : NULL;
+    s->bias = bias ? *bias : NULL;
     b->off[2 * i] = b->names.n;
     if (lv_buf_put(&b->names, name, strlen(name) + 1))
         return LV_ERR;
@@ -135,8 +137,8 @@ static int add(struct builder *b, int i, const char *name, const char *plain_mod
     return lv_buf_put(&b->names, module, strlen(module) + 1);
 }
 
-int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
-                        const struct lv_clip *v, enum lv_naming naming)
+int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_clip *v,
+                        enum lv_naming naming)
 {
     memset(t, 0, sizeof *t);
     const struct lv_model_config *c = &m->c;
@@ -151,16 +153,19 @@ int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
     t->head_dim = c->head_dim;
     struct builder b = { .t = t };
     t->s = calloc((size_t)t->n, sizeof *t->s);
+    t->wslot = calloc((size_t)t->n, sizeof *t->wslot);
+    t->bslot = calloc((size_t)t->n, sizeof *t->bslot);
     b.off = calloc((size_t)t->n * 2, sizeof *b.off);
-    int rc = t->s && b.off ? LV_OK : lv_error_status(LV_ENOMEM, "adapters: out of memory");
+    int rc = t->s && t->wslot && t->bslot && b.off
+                 ? LV_OK : lv_error_status(LV_ENOMEM, "adapters: out of memory");
     char name[64], plain[160];
     if (rc == LV_OK)
         rc = add(&b, LV_SITE_EMBED_INDEX, "llm.embed", "model.embed_tokens", LV_SITE_EMBED,
-                 LV_TOWER_LLM, -1, c->vocab, c->dim, m->tok_emb, NULL);
+                 LV_TOWER_LLM, -1, c->vocab, c->dim, &m->tok_emb, NULL);
     for (int l = 0; rc == LV_OK && l < t->n_llm; l++) {
-        const struct lv_llama_layer *L = &m->layers[l];
-        const lv_tensor *w[LV_LLM_SITES] = { NULL, L->wq, L->wk, L->wv, L->wo, NULL,
-                                             L->w_gate, L->w_up, L->w_down };
+        struct lv_llama_layer *L = &m->layers[l];
+        lv_tensor **w[LV_LLM_SITES] = { NULL, &L->wq, &L->wk, &L->wv, &L->wo, NULL,
+                                        &L->w_gate, &L->w_up, &L->w_down };
         int64_t HD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
         int64_t io[LV_LLM_SITES][2] = { { c->dim, c->dim }, { c->dim, HD }, { c->dim, KD },
                                         { c->dim, KD }, { HD, c->dim }, { c->dim, c->dim },
@@ -175,11 +180,11 @@ int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
     }
     for (int l = 0; rc == LV_OK && l < t->n_vit; l++) {
         const struct lv_vision_config *vc = &v->c.vision;
-        const struct lv_clip_layer *Y = &v->layers[l];
-        const lv_tensor *w[LV_VIT_SITES][2] = { { NULL, NULL }, { Y->q_w, Y->q_b },
-                                                { Y->k_w, Y->k_b }, { Y->v_w, Y->v_b },
-                                                { Y->o_w, Y->o_b }, { NULL, NULL },
-                                                { Y->fc1_w, Y->fc1_b }, { Y->fc2_w, Y->fc2_b } };
+        struct lv_clip_layer *Y = &v->layers[l];
+        lv_tensor **w[LV_VIT_SITES][2] = { { NULL, NULL }, { &Y->q_w, &Y->q_b },
+                                           { &Y->k_w, &Y->k_b }, { &Y->v_w, &Y->v_b },
+                                           { &Y->o_w, &Y->o_b }, { NULL, NULL },
+                                           { &Y->fc1_w, &Y->fc1_b }, { &Y->fc2_w, &Y->fc2_b } };
         for (int k = 0; rc == LV_OK && k < LV_VIT_SITES; k++) {
             int64_t in = k == LV_VIT_FC2 ? vc->hidden : vc->dim;
             int64_t out = k == LV_VIT_FC1 ? vc->hidden : vc->dim;
@@ -193,13 +198,13 @@ int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
     for (int i = 0; rc == LV_OK && i < t->n_proj; i++) {
         snprintf(name, sizeof name, "proj.%d", i + 1);
         snprintf(plain, sizeof plain, "multi_modal_projector.linear_%d", i + 1);
-        const lv_tensor *w = i ? v->proj2_w : v->proj1_w, *bias = i ? v->proj2_b : v->proj1_b;
+        lv_tensor **w = i ? &v->proj2_w : &v->proj1_w, **bias = i ? &v->proj2_b : &v->proj1_b;
         rc = add(&b, lv_site_proj(t, i), name, plain, LV_SITE_LINEAR, LV_TOWER_PROJ, -1,
                  i ? c->dim : v->c.vision.dim, c->dim, w, bias);
     }
     if (rc == LV_OK)
         rc = add(&b, lv_site_head(t), "llm.head", "lm_head", LV_SITE_LINEAR, LV_TOWER_LLM, -1,
-                 c->dim, c->vocab, m->lm_head, NULL);
+                 c->dim, c->vocab, &m->lm_head, NULL);
     if (rc == LV_OK) {
         t->strings = b.names.p;
         b.names.p = NULL;
@@ -221,6 +226,8 @@ int lv_site_table_build(struct lv_site_table *t, const struct lv_llama *m,
 void lv_site_table_free(struct lv_site_table *t)
 {
     free(t->s);
+    free(t->wslot);
+    free(t->bslot);
     free(t->strings);
     memset(t, 0, sizeof *t);
 }

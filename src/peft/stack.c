@@ -34,6 +34,8 @@ void lv_peft_stack_free(struct lv_peft_stack *st)
 {
     if (!st)
         return;
+    for (int i = st->n - 1; i >= 0; i--)
+        lv_peft_stack_unmerge(st, i);
     for (int i = 0; i < st->n; i++)
         lv_adapter_free(st->a[i]);
     free(st->a);
@@ -48,7 +50,7 @@ static void recount(struct lv_peft_stack *st)
     memset(st->active, 0, (size_t)st->sites->n * sizeof *st->active);
     for (int k = 0; k < st->n; k++) {
         const struct lv_adapter *a = st->a[k];
-        if (!a->enabled || a->scale == 0.0f)
+        if (!a->enabled || a->scale == 0.0f || a->merged)
             continue;
         for (int i = 0; i < st->sites->n; i++)
             st->active[i] += a->at[i].on || a->at[i].save_w;
@@ -185,7 +187,7 @@ lv_tensor *lv_peft_stack_apply(struct lv_peft_stack *st, lv_graph *g, int site, 
         const struct lv_adapter *a = st->a[k];
         const struct lv_adapter_site *as = &a->at[site];
         bool run = as->on && a->method->apply;
-        if (!a->enabled || a->scale == 0.0f || !(run || as->save_w))
+        if (!a->enabled || a->scale == 0.0f || a->merged || !(run || as->save_w))
             continue;
         struct lv_peft_call c;
         fill_call(&c, st, a, k, site, g);
@@ -240,10 +242,11 @@ static lv_tensor *keep(const lv_tensor *x)
     return t;
 }
 
-int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, lv_tensor **b)
+int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, int only, lv_tensor **w,
+                             lv_tensor **b)
 {
     *w = *b = NULL;
-    if (!lv_peft_stack_active(st, site))
+    if (only < 0 && !lv_peft_stack_active(st, site))
         return LV_OK;
     const struct lv_peft_site *s = &st->sites->s[site];
     lv_tensor *w0 = (lv_tensor *)s->weight, *b0 = (lv_tensor *)s->bias;
@@ -260,7 +263,8 @@ int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, 
     for (int k = 0; rc == LV_OK && k < st->n; k++) {
         const struct lv_adapter *a = st->a[k];
         const struct lv_adapter_site *as = &a->at[site];
-        if (!a->enabled || a->scale == 0.0f || !(as->on || as->save_w))
+        if ((only >= 0 && k != only) || (only < 0 && !a->enabled) || a->merged ||
+            a->scale == 0.0f || !(as->on || as->save_w))
             continue;
         lv_tensor *wk = NULL, *bk = NULL;
         if (as->save_w) {
@@ -299,4 +303,93 @@ int lv_peft_stack_merge_site(struct lv_peft_stack *st, int site, lv_tensor **w, 
     }
     lv_graph_free(g);
     return rc;
+}
+
+int lv_peft_stack_merge(struct lv_peft_stack *st, int k)
+{
+    if (k < 0 || k >= st->n)
+        return lv_error("adapters: no adapter %d", k);
+    struct lv_adapter *a = st->a[k];
+    const struct lv_site_table *t = st->sites;
+    if (a->merged)
+        return LV_OK;
+    size_t n = (size_t)t->n;
+    a->orig_w = calloc(n, sizeof *a->orig_w);
+    a->orig_b = calloc(n, sizeof *a->orig_b);
+    a->merged_w = calloc(n, sizeof *a->merged_w);
+    a->merged_b = calloc(n, sizeof *a->merged_b);
+    int rc = a->orig_w && a->orig_b && a->merged_w && a->merged_b
+                 ? LV_OK : lv_error_status(LV_ENOMEM, "adapters: out of memory");
+    for (int i = 0; rc == LV_OK && i < t->n; i++) {
+        if (!(a->at[i].on || a->at[i].save_w))
+            continue;
+        if (!t->wslot[i])
+            rc = lv_error("%s: %s has no weight to merge into", a->name, t->s[i].name);
+        else
+            rc = lv_peft_stack_merge_site(st, i, k, &a->merged_w[i], &a->merged_b[i]);
+    }
+    /* all sites computed: swap them in together */
+    for (int i = 0; rc == LV_OK && i < t->n; i++) {
+        struct lv_peft_site *s = &st->sites->s[i];
+        if (a->merged_w[i]) {
+            lv_tensor_set_frozen(a->merged_w[i]);
+            a->orig_w[i] = *t->wslot[i];
+            *t->wslot[i] = a->merged_w[i];
+            s->weight = a->merged_w[i];
+        }
+        if (a->merged_b[i] && t->bslot[i]) {
+            lv_tensor_set_frozen(a->merged_b[i]);
+            a->orig_b[i] = *t->bslot[i];
+            *t->bslot[i] = a->merged_b[i];
+            s->bias = a->merged_b[i];
+        }
+    }
+    if (rc == LV_OK) {
+        a->merged = true;
+        st->gen++;
+        recount(st);
+        return LV_OK;
+    }
+    for (size_t i = 0; a->merged_w && i < n; i++) {
+        lv_tensor_free(a->merged_w[i]);
+        lv_tensor_free(a->merged_b ? a->merged_b[i] : NULL);
+    }
+    free(a->orig_w);
+    free(a->orig_b);
+    free(a->merged_w);
+    free(a->merged_b);
+    a->orig_w = a->orig_b = a->merged_w = a->merged_b = NULL;
+    return rc;
+}
+
+int lv_peft_stack_unmerge(struct lv_peft_stack *st, int k)
+{
+    if (k < 0 || k >= st->n)
+        return lv_error("adapters: no adapter %d", k);
+    struct lv_adapter *a = st->a[k];
+    const struct lv_site_table *t = st->sites;
+    if (!a->merged)
+        return LV_OK;
+    for (int i = 0; i < t->n; i++) {
+        struct lv_peft_site *s = &st->sites->s[i];
+        if (a->orig_w[i]) {
+            *t->wslot[i] = a->orig_w[i];
+            s->weight = a->orig_w[i];
+        }
+        if (a->orig_b[i]) {
+            *t->bslot[i] = a->orig_b[i];
+            s->bias = a->orig_b[i];
+        }
+        lv_tensor_free(a->merged_w[i]);
+        lv_tensor_free(a->merged_b[i]);
+    }
+    free(a->orig_w);
+    free(a->orig_b);
+    free(a->merged_w);
+    free(a->merged_b);
+    a->orig_w = a->orig_b = a->merged_w = a->merged_b = NULL;
+    a->merged = false;
+    st->gen++;
+    recount(st);
+    return LV_OK;
 }

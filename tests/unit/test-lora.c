@@ -377,7 +377,7 @@ static void merge_case(struct model *md, const char *dir, float scale,
 
 /* DoRA and IA3 (dora_ia3.bin, gen_dora_ia3.py): logits and every parameter's gradient */
 static void dora_ia3(struct model *md, const float *px, const int32_t *ids, const float *RL,
-                     const char *tmp)
+                     const char *tmp, const float *base)
 {
     struct ref_file rf;
     if (!ref_load(&rf, "dora_ia3", "cd tests/reference && /usr/bin/python3 gen_dora_ia3.py"))
@@ -400,6 +400,19 @@ static void dora_ia3(struct model *md, const float *px, const int32_t *ids, cons
         int rc = gradients(md, px, ids, RL);
         if (tu_assert(rc == LV_OK, "%s: backward (%s)", cases[c].dir, rc ? lv_errmsg() : "ok"))
             check_grads(&rf, a, cases[c].prefixes, cases[c].dir);
+        /* folded into the loaded weights and taken out again */
+        int k = md->st->n - 1;
+        rc = lv_peft_stack_merge(md->st, k);
+        e = rc == LV_OK ? logits_err(md, px, ids, r, out) : 1.0;
+        tu_assert(e <= TOL && md->st->active[lv_site_llm(&md->sites, 0, LV_LLM_V)] == 0,
+                  "%s merged into the model in memory: the adapter's logits (relative error "
+                  "%.2e), with nothing left to compute at its sites", cases[c].dir, e);
+        float unmerged[NT * V];
+        lv_peft_stack_set(md->st, k, false, 1.0f);
+        rc = lv_peft_stack_unmerge(md->st, k);
+        tu_assert(rc == LV_OK && logits(md, px, ids, unmerged) == LV_OK &&
+                      memcmp(unmerged, base, sizeof unmerged) == 0,
+                  "%s unmerged and disabled: the base's logits bit for bit", cases[c].dir);
     }
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const struct ref_tensor *r = ref_get(&rf, cases[c].logits, 2, (int64_t[]){ NT, V });
@@ -743,7 +756,7 @@ int main(int argc, char **argv)
                       d, e);
         }
     }
-    dora_ia3(&md, px, ids, RL, tmp);
+    dora_ia3(&md, px, ids, RL, tmp, base);
     merge_case(&md, "lora-tiny", 1.0f, r_lora, tmp, px, ids);
     merge_case(&md, "lora-tiny", 0.5f, r_half, tmp, px, ids);
     merge_case(&md, "lora-mts", 1.0f, r_mts, tmp, px, ids);
