@@ -59,6 +59,15 @@ grep -q "^bias_tuning: " "$tmp/o" && grep -q "^vera: " "$tmp/o" && grep -q "^pro
     ok "adapters --methods lists the plugin and the installed VeRA and prompt tuning" ||
     bad "methods: $(grep -v '^ ' "$tmp/o") $(cat "$tmp/e")"
 
+# the shipped plugins, installed: their gradient checks
+for check in 'vera {"target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"], "r": 8}' \
+    'prompt_tuning {"num_virtual_tokens": 3}'; do
+    "$lavinia" --plugin-path "$root$prefix/lib/lavinia/plugins" adapters --gradcheck \
+        "${check%% *}" --config "${check#* }" > "$tmp/o" 2> "$tmp/e" &&
+        ok "installed ${check%% *}: $(cat "$tmp/o")" ||
+        bad "installed ${check%% *}: $(cat "$tmp/o" "$tmp/e")"
+done
+
 # refusals: one line each, naming the file (and both ABI numbers), and the run goes on
 cp "$build"/tests/plugins/.libs/{bad-abi,no-entry,dup-name}.so "$tmp/plugins/"
 "$lavinia" --plugin-path "$tmp/plugins" adapters --gradcheck bias_tuning > "$tmp/o" 2> "$tmp/e"

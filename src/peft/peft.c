@@ -415,8 +415,10 @@ int lv_peft_param(lv_peft_ctx *ctx, int site, const char *name, int ndim, const 
         return lv_error_status(LV_ENOMEM, "%s: out of memory", ctx->what), -1;
     }
     char full[512];
-    snprintf(full, sizeof full, "%s.%s", site < 0 ? "" : a->sites->s[ctx->idx[site]].module,
-             name);
+    if (site < 0)
+        snprintf(full, sizeof full, "%s", name);
+    else
+        snprintf(full, sizeof full, "%s.%s", a->sites->s[ctx->idx[site]].module, name);
     lv_tensor_set_name(t, full);
     init_values(t, init, a->seed ^ hash_name(full));
     if (flags & LV_PEFT_FROZEN)
