@@ -63,6 +63,8 @@ struct lv_peft_site {
     const char *module;         /* the Hugging Face module path in the base's naming:
                                    "model.layers.3.self_attn.q_proj" */
     const char *short_name;     /* the last component PEFT matches: "q_proj" */
+    const char *gguf;           /* the GGUF name of the module's weight, as llama.cpp's files
+                                   and LoRA adapters name it ("blk.3.attn_q.weight"), or "" */
     lv_site_kind kind;
     lv_tower tower;
     int layer;                  /* block index, -1 for sites outside blocks */

@@ -110,7 +110,7 @@ enum lv_naming lv_naming_of(const struct lv_checkpoint *ck)
 
 struct builder {
     struct lv_site_table *t;
-    struct lv_buf names;        /* "name\0module\0" per site, offsets fixed up at the end */
+    struct lv_buf names;        /* "name\0module\0gguf\0" per site, offsets fixed at the end */
     size_t *off;
 };
 
@@ -130,11 +130,18 @@ static int add(struct builder *b, int i, const char *name, const char *plain_mod
     s->out = out;
     s->weight = w ? *w : NULL;
     s->bias = bias ? *bias : NULL;
-    b->off[2 * i] = b->names.n;
+    char canon[300], gguf[160] = "";
+    snprintf(canon, sizeof canon, "%s.weight", plain_module);
+    if (!lv_names_canonical_to_gguf(canon, gguf, sizeof gguf))
+        gguf[0] = 0;
+    b->off[3 * i] = b->names.n;
     if (lv_buf_put(&b->names, name, strlen(name) + 1))
         return LV_ERR;
-    b->off[2 * i + 1] = b->names.n;
-    return lv_buf_put(&b->names, module, strlen(module) + 1);
+    b->off[3 * i + 1] = b->names.n;
+    if (lv_buf_put(&b->names, module, strlen(module) + 1))
+        return LV_ERR;
+    b->off[3 * i + 2] = b->names.n;
+    return lv_buf_put(&b->names, gguf, strlen(gguf) + 1);
 }
 
 int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_clip *v,
@@ -155,7 +162,7 @@ int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_c
     t->s = calloc((size_t)t->n, sizeof *t->s);
     t->wslot = calloc((size_t)t->n, sizeof *t->wslot);
     t->bslot = calloc((size_t)t->n, sizeof *t->bslot);
-    b.off = calloc((size_t)t->n * 2, sizeof *b.off);
+    b.off = calloc((size_t)t->n * 3, sizeof *b.off);
     int rc = t->s && t->wslot && t->bslot && b.off
                  ? LV_OK : lv_error_status(LV_ENOMEM, "adapters: out of memory");
     char name[64], plain[160];
@@ -210,8 +217,9 @@ int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_c
         b.names.p = NULL;
         for (int i = 0; i < t->n; i++) {
             struct lv_peft_site *s = &t->s[i];
-            s->name = t->strings + b.off[2 * i];
-            s->module = t->strings + b.off[2 * i + 1];
+            s->name = t->strings + b.off[3 * i];
+            s->module = t->strings + b.off[3 * i + 1];
+            s->gguf = t->strings + b.off[3 * i + 2];
             const char *dot = strrchr(s->module, '.');
             s->short_name = dot ? dot + 1 : s->module;
         }

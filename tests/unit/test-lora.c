@@ -602,8 +602,17 @@ int main(int argc, char **argv)
     tu_assert(md.sites.naming == LV_NAMING_LLAVA_HUB && md.sites.n == 1 + 2 * 9 + 3 * 8 + 2 + 1 &&
                   strcmp(md.sites.s[lv_site_llm(&md.sites, 1, LV_LLM_Q)].module,
                          "language_model.model.layers.1.self_attn.q_proj") == 0 &&
-                  strcmp(md.sites.s[lv_site_vit(&md.sites, 2, LV_VIT_O)].name, "vit.2.attn.o") == 0,
-              "%d sites, llava-hf module paths", md.sites.n);
+                  strcmp(md.sites.s[lv_site_vit(&md.sites, 2, LV_VIT_O)].name, "vit.2.attn.o") == 0 &&
+                  strcmp(md.sites.s[lv_site_llm(&md.sites, 1, LV_LLM_Q)].gguf,
+                         "blk.1.attn_q.weight") == 0 &&
+                  strcmp(md.sites.s[lv_site_llm(&md.sites, 0, LV_LLM_ATTN_IN)].gguf,
+                         "blk.0.attn_norm.weight") == 0 &&
+                  strcmp(md.sites.s[lv_site_vit(&md.sites, 1, LV_VIT_FC1)].gguf,
+                         "v.blk.1.ffn_down.weight") == 0 &&
+                  strcmp(md.sites.s[lv_site_proj(&md.sites, 1)].gguf, "mm.2.weight") == 0 &&
+                  strcmp(md.sites.s[LV_SITE_EMBED_INDEX].gguf, "token_embd.weight") == 0 &&
+                  strcmp(md.sites.s[lv_site_head(&md.sites)].gguf, "output.weight") == 0,
+              "%d sites, llava-hf module paths and GGUF names", md.sites.n);
     selection_tests(&md.sites);
 
     double e = logits_err(&md, px, ids, base_ref, base);
