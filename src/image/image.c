@@ -260,6 +260,13 @@ int lv_clip_preprocess(const struct lv_clip_preprocess *p, const struct lv_image
     const unsigned char *src = img->rgb;
     unsigned char *padded = NULL;
     int w = img->w, h = img->h;
+    /* LLaVA's padding and CLIP's resize can make an image far larger than the file's (a
+     * 1 x 60000 strip becomes 60000 x 60000, or 336 x 20 million): the same pixel limit as
+     * decoding holds for them */
+    int64_t side = w > h ? w : h;
+    if (p->pad_square && w != h && side * side > LV_IMAGE_DEFAULT_MAX_PIXELS)
+        return lv_error("image: padding %d x %d to a square makes %lld pixels (at most %lld)",
+                        w, h, (long long)(side * side), (long long)LV_IMAGE_DEFAULT_MAX_PIXELS);
     if (p->pad_square && w != h) {
         int s;
         if (!(padded = pad_square(p, img, &s)))
@@ -268,16 +275,23 @@ int lv_clip_preprocess(const struct lv_clip_preprocess *p, const struct lv_image
         w = h = s;
     }
     /* shortest side to size, the other int()-truncated (at least 1) */
-    int nw, nh;
+    int64_t nw64, nh64;
     if (w <= h) {
-        nw = p->size;
-        nh = (int)((int64_t)p->size * h / w);
+        nw64 = p->size;
+        nh64 = (int64_t)p->size * h / w;
     } else {
-        nh = p->size;
-        nw = (int)((int64_t)p->size * w / h);
+        nh64 = p->size;
+        nw64 = (int64_t)p->size * w / h;
     }
-    nw = nw < 1 ? 1 : nw;
-    nh = nh < 1 ? 1 : nh;
+    nw64 = nw64 < 1 ? 1 : nw64;
+    nh64 = nh64 < 1 ? 1 : nh64;
+    if (nw64 * nh64 > LV_IMAGE_DEFAULT_MAX_PIXELS) {
+        free(padded);
+        return lv_error("image: resizing %d x %d so that its shortest side is %d makes %lld x "
+                        "%lld pixels (at most %lld)", w, h, p->size, (long long)nw64,
+                        (long long)nh64, (long long)LV_IMAGE_DEFAULT_MAX_PIXELS);
+    }
+    int nw = (int)nw64, nh = (int)nh64;
     unsigned char *res = malloc((size_t)nw * (size_t)nh * 3);
     int rc = LV_OK;
     if (!res)

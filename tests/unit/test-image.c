@@ -135,9 +135,33 @@ static void hostile(void)
     free(jpeg);
 }
 
+/* a strip that padding or resizing would blow up past the pixel limit is refused */
+static void strips(void)
+{
+    struct lv_image img = { .w = 1, .h = 20000 };
+    img.rgb = calloc((size_t)img.w * (size_t)img.h, 3);
+    struct lv_clip_preprocess p;
+    lv_clip_preprocess_default(&p);
+    p.size = p.crop = 336;
+    float *out = malloc(3 * 336 * 336 * sizeof *out);
+    p.pad_square = true;
+    tu_assert(lv_clip_preprocess(&p, &img, out) != LV_OK && strstr(lv_errmsg(), "square"),
+              "1 x 20000 padded to a square (400 million pixels) is refused: %s", lv_errmsg());
+    p.pad_square = false;
+    tu_assert(lv_clip_preprocess(&p, &img, out) != LV_OK && strstr(lv_errmsg(), "resizing"),
+              "1 x 20000 with its shortest side to 336 (6.7 million rows) is refused: %s",
+              lv_errmsg());
+    img.h = 100;
+    tu_assert(lv_clip_preprocess(&p, &img, out) == LV_OK, "1 x 100 still preprocesses");
+    free(img.rgb);
+    free(out);
+    lv_error_clear();
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "image");
+    strips();
     const char *t = getenv("LV_TOP_SRCDIR"), *tmp = getenv("TMPDIR");
     snprintf(top, sizeof top, "%s", t && *t ? t : ".");
     snprintf(tmpdir, sizeof tmpdir, "%s/lv-image-XXXXXX", tmp && *tmp ? tmp : "/tmp");
