@@ -39,7 +39,11 @@ static const char *image_kind(const unsigned char *b, size_t n)
 {
     if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0)
         return "PNG";
-    if (n >= 2 && b[0] == 0xff && b[1] == 0xd8)
+    /* stb_image reads a JPEG's SOI after any run of 0xff fill bytes */
+    size_t k = 0;
+    while (k < n && b[k] == 0xff)
+        k++;
+    if (k >= 1 && k < n && b[k] == 0xd8)
         return "JPEG";
     if (n >= 4 && memcmp(b, "GIF8", 4) == 0)
         return "GIF";
@@ -51,7 +55,8 @@ static const char *image_kind(const unsigned char *b, size_t n)
 }
 
 /* stb_image 2.27 (Debian 12) overruns its Huffman size table when a DHT segment declares
- * more than 256 codes: every segment of the JPEG is walked first and such tables refused. */
+ * more than 256 codes, and reads past its tables when the codes do not fit their lengths:
+ * every segment of the JPEG is walked first and such tables refused. */
 static int jpeg_check(const unsigned char *b, size_t n, const char *name)
 {
     size_t at = 2;
@@ -90,6 +95,17 @@ static int jpeg_check(const unsigned char *b, size_t n, const char *name)
                 if (codes > 256 || p + 17 + codes > end)
                     return lv_error("%s: a JPEG Huffman table with %zu codes (at most 256)",
                                     name, codes);
+                /* canonical codes must fit their lengths, the all-ones code left free, as
+                 * libjpeg checks: an oversubscribed table sends stb_image's decoder past
+                 * its tables */
+                uint32_t code = 0;
+                for (int len = 1; len <= 16; len++) {
+                    code += b[p + (size_t)len];
+                    if (code >= (1u << len) && b[p + (size_t)len])
+                        return lv_error("%s: a JPEG Huffman table with more codes of %d bits "
+                                        "than fit", name, len);
+                    code <<= 1;
+                }
                 p += 17 + codes;
             }
         }
