@@ -84,6 +84,8 @@ fi
 refused "merge into the input directory" "input directory" \
     "$bin" merge -m "$tmp/chat" --adapter "$ref/lora-text.gguf" -o "$tmp/chat"
 
+refused "a model file given as an adapter" "PEFT folder" \
+    "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$lv/model.safetensors"
 refused "a missing adapter" "no-such" \
     "$bin" generate -m "$lv" --prompt-ids "1 2" -n 1 --adapter "$tmp/no-such"
 refused "an adapter for another model (a text LLaMA has no vision tower)" "no module" \

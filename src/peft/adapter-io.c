@@ -509,7 +509,10 @@ static int load_gguf(struct lv_adapter **out, const char *path,
     json_t *config = NULL;
     char tb[64];
     const char *type = meta_of(&ck, "general.type", tb, sizeof tb);
-    if (!type || strcmp(type, "adapter") != 0)
+    if (ck.format != LV_CKPT_GGUF)
+        rc = lv_error("%s: an adapter is a PEFT folder (adapter_config.json and "
+                      "adapter_model.safetensors) or a llama.cpp LoRA GGUF file", path);
+    else if (!type || strcmp(type, "adapter") != 0)
         rc = lv_error("%s: general.type is not \"adapter\" (a model, not a LoRA)", path);
     if (rc == LV_OK)
         rc = gguf_config(&ck, sites, base, &config);
@@ -566,17 +569,14 @@ int lv_adapter_load(struct lv_adapter **out, const char *path, const struct lv_s
     int rc = S_ISDIR(sb.st_mode) ? load_peft_dir(out, path, sites)
                                  : load_gguf(out, path, sites, base);
     if (rc == LV_OK) {
-        const char *slash = strrchr(path, '/');
-        while (slash && slash[1] == 0 && slash > path) {   /* "dir/" */
-            const char *p = slash - 1;
-            while (p > path && *p != '/')
-                p--;
-            slash = *p == '/' ? p : NULL;
-        }
-        snprintf((*out)->name, sizeof (*out)->name, "%s", slash ? slash + 1 : path);
-        size_t k = strlen((*out)->name);
-        if (k && (*out)->name[k - 1] == '/')
-            (*out)->name[k - 1] = 0;
+        /* the name: the path's last component ("runs/my-lora/" -> "my-lora") */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s", path);
+        size_t k = strlen(tmp);
+        while (k > 1 && tmp[k - 1] == '/')
+            tmp[--k] = 0;
+        const char *slash = strrchr(tmp, '/');
+        snprintf((*out)->name, sizeof (*out)->name, "%s", slash && slash[1] ? slash + 1 : tmp);
         snprintf((*out)->path, sizeof (*out)->path, "%s", path);
     }
     return rc;
