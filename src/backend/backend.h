@@ -52,6 +52,9 @@ struct lv_backend {
 
 /* The CPU backend (always present). */
 lv_backend *lv_backend_cpu(void);
+/* Up to this many rows of x, the CPU backend multiplies NF4 weights as stored (decoding);
+ * ops-matmul.c dequantises them for anything larger. */
+#define LV_NF4_GEMV_ROWS 4
 /* The CUDA backend, or NULL with a one-line reason (no build support, no driver, no device). */
 lv_backend *lv_backend_cuda(void);
 /* --device auto|cpu|cuda: auto falls back to the CPU and logs one line saying why. */

@@ -10,6 +10,8 @@
 
 #include "core/ops.h"
 
+#include "backend/backend.h"
+
 #include <string.h>
 
 lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
@@ -33,12 +35,20 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
                  op_shape(a), op_shape(b));
         return NULL;
     }
-    /* NF4 is laid out over the whole tensor, not by rows: the kernels get it dequantised
-     * (a frozen copy in the graph's arena; QLoRA keeps the stored weights 4-bit) */
-    if (b->dtype == LV_NF4 && !(b = lv_cast(g, b, LV_F32)))
-        return NULL;
     int ta = !!(flags & LV_TRANS_A), tb = !!(flags & LV_TRANS_B);
     int64_t M = a->shape[a->ndim - 2 + ta], K = a->shape[a->ndim - 1 - ta];
+    /* NF4's blocks run over the whole matrix. Decoding (a few rows of x W^T, nothing
+     * recorded, rows of whole blocks) reads it as stored; everything else (prompts, training
+     * and its input gradient) gets it dequantised: a frozen copy in the graph's arena, one
+     * matrix at a time, while the model stays 4-bit. */
+    int64_t rows = M;
+    for (int i = 0; i < a->ndim - 2; i++)
+        rows *= a->shape[i];
+    if (b->dtype == LV_NF4 &&
+        !(tb && !ta && rows <= LV_NF4_GEMV_ROWS && !lv_graph_recording(g) &&
+          K % LV_NF4_BLOCK == 0 && b->ndim == 2 && g->backend == lv_backend_cpu()) &&
+        !(b = lv_cast(g, b, LV_F32)))
+        return NULL;
     int64_t Kb = b->shape[b->ndim - 2 + tb], N = b->shape[b->ndim - 1 - tb];
     if (K != Kb) {
         lv_error("matmul: a %s%s and b %s%s disagree on the inner dimension (%lld vs %lld)",

@@ -206,6 +206,13 @@ void lv_nf4_quantize(void *dst, const float *x, int64_t n)
     free(absmax);
 }
 
+void lv_nf4_block_scales(float *scales, const void *src, int64_t n)
+{
+    struct nf4_layout l = nf4_parts(src, n);
+    for (int64_t b = 0; b < l.nb; b++)
+        scales[b] = nf4_scale(&l, b);
+}
+
 void lv_nf4_dequantize(float *y, const void *src, int64_t n)
 {
     struct nf4_layout l = nf4_parts(src, n);

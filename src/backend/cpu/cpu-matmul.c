@@ -146,11 +146,59 @@ void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, i
     });
 }
 
+/* c (M, N) = a (M, K) b^T for NF4 b (N, K), K a multiple of 64: each row of b is whole
+ * blocks; the block scales are computed once, the 4-bit values looked up in the table. */
+static void nf4_gemv(float *c, const float *a, const void *b, int64_t M, int64_t N, int64_t K,
+                     float beta)
+{
+    int64_t nb = N * K / LV_NF4_BLOCK;
+    float *sc = malloc((size_t)(nb ? nb : 1) * sizeof *sc), lut[16];
+    float *dq = sc ? NULL : malloc((size_t)(N * K) * sizeof *dq);
+    for (int i = 0; i < 16; i++)
+        lut[i] = lv_nf4_value(i);
+    if (sc) {
+        lv_nf4_block_scales(sc, b, N * K);
+    } else if (dq) {                              /* no memory for scales: dequantise */
+        lv_nf4_dequantize(dq, b, N * K);
+        cpu_gemv(c, a, dq, LV_F32, M, N, K, beta, cpu_simd());
+        free(dq);
+        return;
+    } else {
+        return;
+    }
+    const unsigned char *codes = b;
+    CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
+        int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
+        for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
+            const unsigned char *row = codes + n * K / 2;
+            const float *s = sc + n * K / LV_NF4_BLOCK;
+            for (int64_t m = 0; m < M; m++) {
+                const float *x = a + m * K;
+                float acc = 0.0f;
+                for (int64_t j = 0; j < K / LV_NF4_BLOCK; j++) {
+                    const unsigned char *q = row + j * (LV_NF4_BLOCK / 2);
+                    const float *xj = x + j * LV_NF4_BLOCK;
+                    float part = 0.0f;
+                    for (int i = 0; i < LV_NF4_BLOCK / 2; i++)
+                        part += lut[q[i] >> 4] * xj[2 * i] + lut[q[i] & 0x0f] * xj[2 * i + 1];
+                    acc += s[j] * part;
+                }
+                c[m * N + n] = beta == 0.0f ? acc : beta * c[m * N + n] + acc;
+            }
+        }
+    });
+    free(sc);
+}
+
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
               int64_t M, int64_t N, int64_t K, float beta)
 {
     if (M == 0 || N == 0)
         return;
+    if (bt == LV_NF4) {                          /* decoding only: see ops-matmul.c */
+        nf4_gemv(c, a, b, M, N, K, beta);
+        return;
+    }
     if (!ta && tb && M <= GEMV_MAX_M && K > 0 && cpu_simd()->dot[bt]) {
         cpu_gemv(c, a, b, bt, M, N, K, beta, cpu_simd());
         return;
