@@ -152,10 +152,8 @@ static void nf4_gemv(float *c, const float *a, const void *b, int64_t M, int64_t
                      float beta)
 {
     int64_t nb = N * K / LV_NF4_BLOCK;
-    float *sc = malloc((size_t)(nb ? nb : 1) * sizeof *sc), lut[16];
+    float *sc = malloc((size_t)(nb ? nb : 1) * sizeof *sc);
     float *dq = sc ? NULL : malloc((size_t)(N * K) * sizeof *dq);
-    for (int i = 0; i < 16; i++)
-        lut[i] = lv_nf4_value(i);
     if (sc) {
         lv_nf4_block_scales(sc, b, N * K);
     } else if (dq) {                              /* no memory for scales: dequantise */
@@ -167,25 +165,14 @@ static void nf4_gemv(float *c, const float *a, const void *b, int64_t M, int64_t
         return;
     }
     const unsigned char *codes = b;
+    cpu_nf4_dot_fn dot = cpu_simd()->nf4_dot;
     CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
         int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
-        for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
-            const unsigned char *row = codes + n * K / 2;
-            const float *s = sc + n * K / LV_NF4_BLOCK;
+        for (int64_t n = t * GEMV_ROWS; n < n1; n++)
             for (int64_t m = 0; m < M; m++) {
-                const float *x = a + m * K;
-                float acc = 0.0f;
-                for (int64_t j = 0; j < K / LV_NF4_BLOCK; j++) {
-                    const unsigned char *q = row + j * (LV_NF4_BLOCK / 2);
-                    const float *xj = x + j * LV_NF4_BLOCK;
-                    float part = 0.0f;
-                    for (int i = 0; i < LV_NF4_BLOCK / 2; i++)
-                        part += lut[q[i] >> 4] * xj[2 * i] + lut[q[i] & 0x0f] * xj[2 * i + 1];
-                    acc += s[j] * part;
-                }
-                c[m * N + n] = beta == 0.0f ? acc : beta * c[m * N + n] + acc;
+                float v = dot(a + m * K, codes + n * K / 2, sc + n * K / LV_NF4_BLOCK, K);
+                c[m * N + n] = beta == 0.0f ? v : beta * c[m * N + n] + v;
             }
-        }
     });
     free(sc);
 }

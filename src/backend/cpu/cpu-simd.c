@@ -88,6 +88,21 @@ static float dot_q8_0_generic(const float *x, const void *w, int64_t k)
     return s;
 }
 
+static float nf4_dot_generic(const float *x, const unsigned char *q, const float *scales,
+                             int64_t k)
+{
+    float lut[16], acc = 0.0f;
+    for (int i = 0; i < 16; i++)
+        lut[i] = lv_nf4_value(i);
+    for (int64_t j = 0; j < k / LV_NF4_BLOCK; j++, q += LV_NF4_BLOCK / 2, x += LV_NF4_BLOCK) {
+        float part = 0.0f;
+        for (int i = 0; i < LV_NF4_BLOCK / 2; i++)
+            part += lut[q[i] >> 4] * x[2 * i] + lut[q[i] & 0x0f] * x[2 * i + 1];
+        acc += scales[j] * part;
+    }
+    return acc;
+}
+
 static float dot_q4_0_generic(const float *x, const void *w, int64_t k)
 {
     const unsigned char *b = w;
@@ -202,6 +217,37 @@ AVX2 static float dot_q4_0_avx2(const float *x, const void *w, int64_t k)
     return hsum256(acc);
 }
 
+/* 8 NF4 values from 4 bytes (high nibble first), looked up in the table held in two halves */
+AVX2 static __m256 nf4x8(const unsigned char *q, __m256 lut_lo, __m256 lut_hi)
+{
+    uint32_t w;
+    memcpy(&w, q, sizeof w);
+    __m128i b = _mm_cvtsi32_si128((int)w);
+    b = _mm_unpacklo_epi8(b, b);                            /* b0 b0 b1 b1 b2 b2 b3 b3 */
+    __m256i v = _mm256_cvtepu8_epi32(b);
+    v = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+    v = _mm256_and_si256(v, _mm256_set1_epi32(15));
+    __m256 lo = _mm256_permutevar8x32_ps(lut_lo, v), hi = _mm256_permutevar8x32_ps(lut_hi, v);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+}
+
+AVX2 static float nf4_dot_avx2(const float *x, const unsigned char *q, const float *scales,
+                               int64_t k)
+{
+    float lut[16];
+    for (int i = 0; i < 16; i++)
+        lut[i] = lv_nf4_value(i);
+    __m256 lut_lo = _mm256_loadu_ps(lut), lut_hi = _mm256_loadu_ps(lut + 8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k / LV_NF4_BLOCK; j++, q += LV_NF4_BLOCK / 2, x += LV_NF4_BLOCK) {
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x), nf4x8(q, lut_lo, lut_hi));
+        for (int i = 1; i < LV_NF4_BLOCK / 8; i++)
+            t = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * i), nf4x8(q + 4 * i, lut_lo, lut_hi), t);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(scales[j]), acc);
+    }
+    return hsum256(acc);
+}
+
 /* --- AVX-512F --------------------------------------------------------------------------- */
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -292,16 +338,19 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
     [CPU_SIMD_GENERIC] = { .name = "generic",
                            .dot = { [LV_F32] = dot_f32_generic, [LV_F16] = dot_f16_generic,
                                     [LV_BF16] = dot_bf16_generic, [LV_Q8_0] = dot_q8_0_generic,
-                                    [LV_Q4_0] = dot_q4_0_generic } },
+                                    [LV_Q4_0] = dot_q4_0_generic },
+                           .nf4_dot = nf4_dot_generic },
 #ifdef LV_X86
     [CPU_SIMD_AVX2] = { .name = "avx2",
                         .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
                                  [LV_BF16] = dot_bf16_avx2, [LV_Q8_0] = dot_q8_0_avx2,
-                                 [LV_Q4_0] = dot_q4_0_avx2 } },
+                                 [LV_Q4_0] = dot_q4_0_avx2 },
+                        .nf4_dot = nf4_dot_avx2 },
     [CPU_SIMD_AVX512] = { .name = "avx512",
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
                                    [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
-                                   [LV_Q4_0] = dot_q4_0_avx512 } },
+                                   [LV_Q4_0] = dot_q4_0_avx512 },
+                          .nf4_dot = nf4_dot_avx2 },
 #endif
 };
 

@@ -109,9 +109,16 @@ enum cpu_simd_level { CPU_SIMD_GENERIC, CPU_SIMD_AVX2, CPU_SIMD_AVX512, CPU_SIMD
 /* x (k) F32 . w (k) of the table's dtype, F32 accumulation */
 typedef float (*cpu_dot_fn)(const float *x, const void *w, int64_t k);
 
+/* One row of NF4 values (k of them, whole blocks of 64; the first of each pair in the high
+ * nibble) dotted with x, each block times its scale. */
+typedef float (*cpu_nf4_dot_fn)(const float *x, const unsigned char *q, const float *scales,
+                                int64_t k);
+
 struct cpu_simd {
     const char *name;                    /* "generic", "avx2", "avx512" */
-    cpu_dot_fn dot[LV_DTYPE_COUNT];      /* by dtype: F32, F16, BF16, Q8_0, Q4_0 (I32: NULL) */
+    cpu_dot_fn dot[LV_DTYPE_COUNT];      /* by dtype: F32, F16, BF16, Q8_0, Q4_0 (I32, NF4:
+                                            NULL) */
+    cpu_nf4_dot_fn nf4_dot;
 };
 
 bool cpu_simd_supported(enum cpu_simd_level l);
