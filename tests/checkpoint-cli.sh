@@ -108,4 +108,14 @@ done
     bad "a PyTorch file gets advice"
 "$bin" convert "$model" 2>/dev/null; [ $? = 2 ] && ok "convert without OUT is a usage error" ||
     bad "convert without OUT is a usage error"
+# LaVIN's layout (tests/reference/gen_lavin.py): its projector in the summary; not GGUF
+lavin="${LV_TOP_SRCDIR:-.}/tests/reference/lavin-tiny"
+"$bin" info "$lavin" | grep -q "projector: LaVIN's adapter_proj (linear 16, SiLU, linear) over the class token after every 4 blocks (2 image tokens)" &&
+    ok "info: LaVIN's projector" || bad "info: LaVIN's projector"
+"$bin" convert "$lavin" "$tmp/lavin.gguf" > /dev/null 2> "$tmp/lavin.err"
+[ $? = 1 ] && grep -q "GGUF" "$tmp/lavin.err" && ok "LaVIN -> GGUF is refused: $(cat "$tmp/lavin.err")" ||
+    bad "LaVIN -> GGUF: $(cat "$tmp/lavin.err")"
+"$bin" convert "$lavin" "$tmp/lavin-hf" > /dev/null 2>&1 && "$bin" info "$tmp/lavin-hf" |
+    grep -q "projector: LaVIN's adapter_proj" && ok "LaVIN -> Hugging Face directory and back" ||
+    bad "LaVIN -> Hugging Face directory"
 exit $fail

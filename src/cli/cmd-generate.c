@@ -346,6 +346,8 @@ static int encode_image(struct run *r, const char *file, const char *const *dump
     if (rc == LV_OK) {
         char path[4200];
         pp.size = pp.crop = (int)v->c.vision.image_size;
+        if (v->c.projector == LV_PROJ_LAVIN)
+            lv_clip_preprocess_lavin(&pp, (int)v->c.vision.image_size);
         snprintf(path, sizeof path, "%s/preprocessor_config.json", r->model);
         if (r->ck.format == LV_CKPT_HF_DIR)
             rc = lv_clip_preprocess_load(&pp, path);

@@ -54,12 +54,18 @@ static void print_config(const struct lv_model_config *c)
                "image %lld, patch %lld, %s\n", (long long)v->dim, (long long)v->hidden,
                (long long)v->n_layers, (long long)v->n_heads, (long long)v->image_size,
                (long long)v->patch_size, v->act);
-        printf("  projector: %s, image token id %d, feature layer %d, %s\n",
-               c->projector == LV_PROJ_MLP2X_GELU ? "mlp2x_gelu"
-               : c->projector == LV_PROJ_LINEAR   ? "linear"
-                                                  : "none",
-               c->image_token_id, c->vision_feature_layer,
-               c->vision_feature_full ? "class token kept" : "class token dropped");
+        if (c->projector == LV_PROJ_LAVIN)
+            printf("  projector: LaVIN's adapter_proj (linear %lld, SiLU, linear) over the "
+                   "class token after every %d blocks (%lld image tokens)\n",
+                   (long long)c->proj_hidden, c->vision_feature_every,
+                   (long long)(v->n_layers / c->vision_feature_every));
+        else
+            printf("  projector: %s, image token id %d, feature layer %d, %s\n",
+                   c->projector == LV_PROJ_MLP2X_GELU ? "mlp2x_gelu"
+                   : c->projector == LV_PROJ_LINEAR   ? "linear"
+                                                      : "none",
+                   c->image_token_id, c->vision_feature_layer,
+                   c->vision_feature_full ? "class token kept" : "class token dropped");
     }
 }
 

@@ -190,6 +190,15 @@ void lv_clip_preprocess_default(struct lv_clip_preprocess *p)
     };
 }
 
+void lv_clip_preprocess_lavin(struct lv_clip_preprocess *p, int size)
+{
+    *p = (struct lv_clip_preprocess){
+        .size = size, .crop = size, .stretch = true,
+        .mean = { 0.485f, 0.456f, 0.406f },
+        .std = { 0.229f, 0.224f, 0.225f },
+    };
+}
+
 /* an int, or an object holding one of the keys */
 static int json_size(const json_t *v, const char *k1, const char *k2, int *out)
 {
@@ -290,9 +299,11 @@ int lv_clip_preprocess(const struct lv_clip_preprocess *p, const struct lv_image
         src = padded;
         w = h = s;
     }
-    /* shortest side to size, the other int()-truncated (at least 1) */
+    /* shortest side to size, the other int()-truncated (at least 1); LaVIN: both to size */
     int64_t nw64, nh64;
-    if (w <= h) {
+    if (p->stretch) {
+        nw64 = nh64 = p->size;
+    } else if (w <= h) {
         nw64 = p->size;
         nh64 = (int64_t)p->size * h / w;
     } else {

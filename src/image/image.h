@@ -44,9 +44,12 @@ struct lv_clip_preprocess {
     int crop;                     /* square crop (336) */
     float mean[3], std[3];        /* OpenAI CLIP's */
     bool pad_square;              /* LLaVA image_aspect_ratio "pad" */
+    bool stretch;                 /* LaVIN: both sides to size (aspect not kept), no crop */
 };
 
 void lv_clip_preprocess_default(struct lv_clip_preprocess *p);
+/* LaVIN's torchvision pipeline: Resize((size, size)) bicubic, ImageNet mean and std. */
+void lv_clip_preprocess_lavin(struct lv_clip_preprocess *p, int size);
 /* Sizes and statistics from a Hugging Face preprocessor_config.json (image_mean, image_std,
  * size / shortest_edge, crop_size, do_pad); a missing file leaves p as it is. */
 int lv_clip_preprocess_load(struct lv_clip_preprocess *p, const char *path);

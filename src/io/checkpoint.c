@@ -433,6 +433,17 @@ static int expect_vision(struct expect *e, const struct lv_model_config *c, bool
                 return rc;
         }
     }
+    if (c->projector == LV_PROJ_LAVIN) {
+        /* LaVIN's adapter_proj, and its modality embedding (read by the MMA adapter) */
+        int64_t Hp = c->proj_hidden;
+        return (rc = expect(e, true, S2(Hp, V), "adapter_proj.conv_A.weight")) ||
+                       (rc = expect(e, true, S1(Hp), "adapter_proj.conv_A.bias")) ||
+                       (rc = expect(e, true, S2(c->dim, Hp), "adapter_proj.conv_B.weight")) ||
+                       (rc = expect(e, true, S1(c->dim), "adapter_proj.conv_B.bias")) ||
+                       (rc = expect(e, false, S2(2, c->dim),
+                                    "adapter_modality_embedding.weight"))
+                   ? rc : LV_OK;
+    }
     const char *mp = "multi_modal_projector.";
     if ((rc = expect(e, true, S2(c->dim, V), "%slinear_1.weight", mp)) ||
         (rc = expect(e, true, S1(c->dim), "%slinear_1.bias", mp)))
@@ -1522,6 +1533,9 @@ int lv_checkpoint_write_gguf(const struct lv_checkpoint *ck, const char *path)
         return lv_error("%s: %s; there is no model to write", ck->path,
                         ck->summary[0] ? ck->summary : "no config");
     const struct lv_model_config *c = &ck->config;
+    if (c->has_vision && c->projector == LV_PROJ_LAVIN)
+        return lv_error("%s: a LaVIN checkpoint cannot be written as GGUF (llama.cpp's mmproj "
+                        "files have no LaVIN projector)", ck->path);
     if (c->has_vision && (tower_outside(c) || c->projector != LV_PROJ_MLP2X_GELU ||
                           c->vision_feature_full))
         return lv_error("%s: this LLaVA cannot be written as GGUF + mmproj (the vision tower "

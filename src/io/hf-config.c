@@ -71,7 +71,7 @@
 #define HF_CONFIG_MAX_BYTES ((size_t)16 << 20)
 
 /* What the file describes. */
-enum hf_kind { HF_LLAMA, HF_MISTRAL, HF_LLAVA, HF_LLAVA_ORIG };
+enum hf_kind { HF_LLAMA, HF_MISTRAL, HF_LLAVA, HF_LLAVA_ORIG, HF_LAVIN };
 
 static const struct hf_arch_entry {
     const char *name;
@@ -81,10 +81,11 @@ static const struct hf_arch_entry {
     { .name = "MistralForCausalLM",            .kind = HF_MISTRAL },
     { .name = "LlavaForConditionalGeneration", .kind = HF_LLAVA },
     { .name = "LlavaLlamaForCausalLM",         .kind = HF_LLAVA_ORIG },
+    { .name = "LaVIN",                         .kind = HF_LAVIN },
 };
 
 #define ARCH_LIST "LlamaForCausalLM, MistralForCausalLM, LlavaForConditionalGeneration, " \
-                  "LlavaLlamaForCausalLM"
+                  "LlavaLlamaForCausalLM, LaVIN"
 
 /* The class defaults of the text models (transformers LlamaConfig, MistralConfig). */
 struct text_defaults {
@@ -555,6 +556,40 @@ out:
     return rc;
 }
 
+/* lavinia's LaVIN layout (docs/NOTES.md): LLaVA's text_config and vision_config (default
+ * OpenAI's ViT-L/14 at 224), hidden_proj and vision_feature_every; no image token. */
+static int parse_lavin(const char *file, const json_t *root, struct lv_model_config *c)
+{
+    struct hf_ctx top = { .file = file, .sect = "" };
+    int64_t hidden = 128, every = 4;
+    static const char *const llava_only[] = {
+        "image_token_index", "projector_hidden_act", "vision_feature_layer",
+        "vision_feature_select_strategy", "multimodal_projector_bias",
+    };
+    for (size_t i = 0; i < sizeof llava_only / sizeof llava_only[0]; i++)
+        if (json_object_get(root, llava_only[i]))
+            return lv_error("%s: '%s' is LLaVA's; a LaVIN config has hidden_proj and "
+                            "vision_feature_every", file, llava_only[i]);
+    int rc = parse_llava(file, root, c);
+    if (rc)
+        return rc;
+    if (!json_object_get(root, "vision_config"))
+        c->vision.image_size = 224;          /* clip.load('ViT-L/14') */
+    if ((rc = get_int(&top, root, "hidden_proj", false, 1, &hidden)) ||
+        (rc = get_int(&top, root, "vision_feature_every", false, 1, &every)))
+        return rc;
+    if (every > c->vision.n_layers)
+        return lv_error("%s: 'vision_feature_every' %lld is more than the %lld vision layers",
+                        file, (long long)every, (long long)c->vision.n_layers);
+    c->projector = LV_PROJ_LAVIN;
+    c->proj_hidden = hidden;
+    c->vision_feature_every = (int32_t)every;
+    c->image_token_id = -1;
+    c->vision_feature_layer = -1;
+    c->vision_feature_full = true;
+    return LV_OK;
+}
+
 /* The original haotian-liu/LLaVA layout: LLaMA keys plus mm_*. */
 static int parse_llava_orig(const char *file, const json_t *root, struct lv_model_config *c)
 {
@@ -677,6 +712,8 @@ static int find_kind(const char *file, const json_t *root, enum hf_kind *kind, c
         *kind = HF_MISTRAL;
     } else if (strcmp(type, "llava_llama") == 0) {
         *kind = HF_LLAVA_ORIG;
+    } else if (strcmp(type, "lavin") == 0) {
+        *kind = HF_LAVIN;
     } else if (strcmp(type, "llava") == 0) {
         /* both layouts say "llava"; the original has mm_* keys and no text_config */
         bool orig = json_object_get(root, "mm_vision_tower") &&
@@ -684,7 +721,7 @@ static int find_kind(const char *file, const json_t *root, enum hf_kind *kind, c
         *kind = orig ? HF_LLAVA_ORIG : HF_LLAVA;
     } else {
         return lv_error("%s: model_type '%s' is not supported (lavinia reads llama, mistral, "
-                        "llava, llava_llama)", file, type);
+                        "llava, llava_llama, lavin)", file, type);
     }
     return LV_OK;
 }
@@ -743,6 +780,10 @@ int lv_hf_config_parse(struct lv_model_config *out, const char *json, size_t n,
     case HF_LLAVA_ORIG:
         c.arch = LV_ARCH_LLAVA;
         rc = parse_llava_orig(name, root, &c);
+        break;
+    case HF_LAVIN:
+        c.arch = LV_ARCH_LLAVA;
+        rc = parse_lavin(name, root, &c);
         break;
     }
     if (rc)
@@ -875,10 +916,32 @@ static bool put_vision(json_t *o, const struct lv_vision_config *v, size_t act_l
 }
 
 /* LlavaForConditionalGeneration keys into root, as llava-hf publishes them (sorted). */
+static int put_lavin(json_t *root, const struct lv_model_config *c, const char *path)
+{
+    const struct lv_vision_config *v = &c->vision;
+    size_t act_len = strnlen(v->act, sizeof v->act);
+    json_t *text = json_object(), *vis = json_object();
+    bool ok = text && vis && put_text(text, c, "LlamaForCausalLM", "llama") &&
+              put_vision(vis, v, act_len) &&
+              put(root, "architectures", json_list1("LaVIN")) &&
+              put(root, "model_type", json_string("lavin")) &&
+              put(root, "hidden_proj", json_integer(c->proj_hidden)) &&
+              put(root, "vision_feature_every", json_integer(c->vision_feature_every)) &&
+              put(root, "text_config", json_incref(text)) &&
+              put(root, "tie_word_embeddings", json_boolean(c->tied)) &&
+              put(root, "vision_config", json_incref(vis)) &&
+              put(root, "vocab_size", json_integer(c->vocab));
+    json_decref(text);
+    json_decref(vis);
+    return ok ? LV_OK : lv_error_status(LV_ENOMEM, "%s: out of memory", path);
+}
+
 static int put_llava(json_t *root, const struct lv_model_config *c, const char *path)
 {
     const struct lv_vision_config *v = &c->vision;
     size_t act_len = strnlen(v->act, sizeof v->act);
+    if (c->projector == LV_PROJ_LAVIN)
+        return put_lavin(root, c, path);
     if (!c->has_vision || c->projector != LV_PROJ_MLP2X_GELU)
         return lv_error("%s: LlavaForConditionalGeneration needs a vision tower and the "
                         "2-layer GELU projector", path);

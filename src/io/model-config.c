@@ -99,6 +99,11 @@ int lv_model_config_check(const struct lv_model_config *c, const char *what)
         if (v->image_size % v->patch_size)
             return lv_error("%s: image size %lld is not a multiple of patch size %lld", what,
                             (long long)v->image_size, (long long)v->patch_size);
+        if (c->projector == LV_PROJ_LAVIN &&
+            ((rc = range(what, "hidden_proj", c->proj_hidden, 1, MAX_DIM)) ||
+             (rc = range(what, "vision_feature_every", c->vision_feature_every, 1,
+                         v->n_layers))))
+            return rc;
     }
     return LV_OK;
 }

@@ -26,7 +26,10 @@ enum lv_qk_layout {
     LV_QK_META,           /* adjacent pairs (Meta, GGUF, llama2.c) */
 };
 
-enum lv_projector { LV_PROJ_NONE, LV_PROJ_LINEAR, LV_PROJ_MLP2X_GELU };
+/* LLaVA: linear, or linear-GELU-linear over the patch features of one layer; LaVIN: the
+ * class token after every vision_feature_every-th block through linear-SiLU-linear (its
+ * adapter_proj, conv_A and conv_B). */
+enum lv_projector { LV_PROJ_NONE, LV_PROJ_LINEAR, LV_PROJ_MLP2X_GELU, LV_PROJ_LAVIN };
 
 /* CLIP ViT vision tower (LLaVA). */
 struct lv_vision_config {
@@ -67,6 +70,9 @@ struct lv_model_config {
     int32_t image_token_id;       /* image_token_index (32000 in llava-hf) */
     int32_t vision_feature_layer; /* -2 in LLaVA-1.5: the penultimate layer */
     bool vision_feature_full;     /* strategy "full" keeps the class token; "default" drops it */
+    /* --- LaVIN ------------------------------------------------------------------------ */
+    int64_t proj_hidden;          /* hidden_proj: adapter_proj's hidden size (128) */
+    int32_t vision_feature_every; /* class tokens after blocks every, 2 every, ... (4) */
 };
 
 /* LLaMA-2 defaults: eps 1e-5, theta 10000, no scaling, untied, ids 1/2/-1, HF layout. */

@@ -54,7 +54,7 @@ int lv_clip_load(lv_clip **out, const struct lv_checkpoint *ck)
     if (idx < 0 || idx > L)
         rc = lv_error("%s: vision feature layer %lld is outside the %lld hidden states",
                       ck->path, (long long)fl, (long long)L + 1);
-    v->n_run = idx;
+    v->n_run = c->projector == LV_PROJ_LAVIN ? L : idx;     /* LaVIN reads every block */
     v->layers = calloc((size_t)(L > 0 ? L : 1), sizeof *v->layers);
     v->g = lv_graph_new(NULL);
     if (rc == LV_OK && (!v->layers || !v->g))
@@ -64,8 +64,16 @@ int lv_clip_load(lv_clip **out, const struct lv_checkpoint *ck)
          (rc = get(im, ck, VM "embeddings.patch_embedding.weight", &v->patch_w)) ||
          (rc = get(im, ck, VM "embeddings.position_embedding.weight", &v->pos_emb)) ||
          (rc = get(im, ck, VM "pre_layrnorm.weight", &v->pre_ln_w)) ||
-         (rc = get(im, ck, VM "pre_layrnorm.bias", &v->pre_ln_b)) ||
-         (rc = get(im, ck, "multi_modal_projector.linear_1.weight", &v->proj1_w)) ||
+         (rc = get(im, ck, VM "pre_layrnorm.bias", &v->pre_ln_b))))
+        goto fail;
+    if (rc == LV_OK && c->projector == LV_PROJ_LAVIN &&
+        ((rc = get(im, ck, "adapter_proj.conv_A.weight", &v->proj1_w)) ||
+         (rc = get(im, ck, "adapter_proj.conv_A.bias", &v->proj1_b)) ||
+         (rc = get(im, ck, "adapter_proj.conv_B.weight", &v->proj2_w)) ||
+         (rc = get(im, ck, "adapter_proj.conv_B.bias", &v->proj2_b))))
+        goto fail;
+    if (rc == LV_OK && c->projector != LV_PROJ_LAVIN &&
+        ((rc = get(im, ck, "multi_modal_projector.linear_1.weight", &v->proj1_w)) ||
          (rc = get(im, ck, "multi_modal_projector.linear_1.bias", &v->proj1_b))))
         goto fail;
     if (rc == LV_OK && c->projector == LV_PROJ_MLP2X_GELU &&
@@ -113,7 +121,10 @@ int lv_clip_new_random(lv_clip **out, const struct lv_model_config *c, uint64_t 
     int64_t D = vc->dim, F = vc->hidden, P = vc->patch_size, C = c->dim;
     int64_t pos = (vc->image_size / P) * (vc->image_size / P) + 1;
     int64_t L = vc->n_layers, fl = c->vision_feature_layer;
-    v->n_run = fl < 0 ? L + 1 + fl : fl;
+    bool lavin = c->projector == LV_PROJ_LAVIN;
+    v->n_run = lavin ? L : fl < 0 ? L + 1 + fl : fl;
+    /* the projector: LLaVA's (C, D), (C, C); LaVIN's (Hp, D), (C, Hp) */
+    int64_t P1 = lavin ? c->proj_hidden : C;
     v->layers = calloc((size_t)(L > 0 ? L : 1), sizeof *v->layers);
     v->g = lv_graph_new(NULL);
     struct lv_weights *w = &im->w;
@@ -128,9 +139,9 @@ int lv_clip_new_random(lv_clip **out, const struct lv_model_config *c, uint64_t 
     RW(&v->pos_emb, 2, 0.0f, pos, D);
     RW(&v->pre_ln_w, 1, 1.0f, D);
     RW(&v->pre_ln_b, 1, 0.0f, D);
-    RW(&v->proj1_w, 2, 0.0f, C, D);
-    RW(&v->proj1_b, 1, 0.0f, C);
-    RW(&v->proj2_w, 2, 0.0f, C, C);
+    RW(&v->proj1_w, 2, 0.0f, P1, D);
+    RW(&v->proj1_b, 1, 0.0f, P1);
+    RW(&v->proj2_w, 2, 0.0f, C, P1);
     RW(&v->proj2_b, 1, 0.0f, C);
     for (int64_t l = 0; l < L; l++) {
         struct lv_clip_layer *Y = &v->layers[l];
@@ -171,6 +182,8 @@ void lv_clip_free(lv_clip *v)
 
 int64_t lv_clip_n_tokens(const lv_clip *v)
 {
+    if (v->c.projector == LV_PROJ_LAVIN)
+        return v->c.vision.n_layers / v->c.vision_feature_every;
     int64_t side = v->c.vision.image_size / v->c.vision.patch_size;
     return side * side + (v->c.vision_feature_full ? 1 : 0);
 }
@@ -206,6 +219,8 @@ static lv_tensor *forward(lv_clip *v, lv_tensor *img, float *features)
     lv_tensor *cls = lv_reshape(g, v->class_emb, 2, (int64_t[]){ 1, D });
     x = lv_add(g, lv_concat(g, cls, x, 0), v->pos_emb);
     x = lv_layernorm(g, x, v->pre_ln_w, v->pre_ln_b, eps);
+    bool lavin = v->c.projector == LV_PROJ_LAVIN;
+    lv_tensor *cls_rows = NULL;              /* LaVIN: the class token after every k-th block */
     for (int64_t l = 0; x && l < v->n_run; l++) {
         const struct lv_clip_layer *Y = &v->layers[l];
         int l_ = (int)l;
@@ -225,6 +240,18 @@ static lv_tensor *forward(lv_clip *v, lv_tensor *img, float *features)
         f = proj(v, vit_site(v, l_, LV_VIT_FC1), f, Y->fc1_w, Y->fc1_b);
         f = quick ? lv_quick_gelu(g, f) : lv_gelu(g, f);
         x = lv_add(g, x, proj(v, vit_site(v, l_, LV_VIT_FC2), f, Y->fc2_w, Y->fc2_b));
+        if (lavin && x && (l + 1) % v->c.vision_feature_every == 0) {
+            lv_tensor *row = lv_slice(g, x, 0, 0, 1);
+            cls_rows = cls_rows ? lv_concat(g, cls_rows, row, 0) : row;
+        }
+    }
+    if (lavin) {
+        x = x ? cls_rows : NULL;
+        if (x && features)
+            lv_tensor_to_f32(features, x);
+        int p1 = v->peft ? lv_site_proj(v->peft->sites, 0) : 0;
+        lv_tensor *y = x ? proj(v, p1, x, v->proj1_w, v->proj1_b) : NULL;
+        return y ? proj(v, p1 + 1, lv_silu(g, y), v->proj2_w, v->proj2_b) : NULL;
     }
     if (x && !v->c.vision_feature_full)
         x = lv_slice(g, x, 0, 1, N);

@@ -202,12 +202,18 @@ int lv_site_table_build(struct lv_site_table *t, struct lv_llama *m, struct lv_c
                      in, out, w[k][0], w[k][1]);
         }
     }
+    bool lavin = v && v->c.projector == LV_PROJ_LAVIN;
     for (int i = 0; rc == LV_OK && i < t->n_proj; i++) {
         snprintf(name, sizeof name, "proj.%d", i + 1);
-        snprintf(plain, sizeof plain, "multi_modal_projector.linear_%d", i + 1);
+        /* LLaVA: (C, D) then (C, C); LaVIN's adapter_proj: (Hp, D) then (C, Hp) */
+        int64_t mid = lavin ? v->c.proj_hidden : c->dim;
+        if (lavin)
+            snprintf(plain, sizeof plain, "adapter_proj.conv_%c", i ? 'B' : 'A');
+        else
+            snprintf(plain, sizeof plain, "multi_modal_projector.linear_%d", i + 1);
         lv_tensor **w = i ? &v->proj2_w : &v->proj1_w, **bias = i ? &v->proj2_b : &v->proj1_b;
         rc = add(&b, lv_site_proj(t, i), name, plain, LV_SITE_LINEAR, LV_TOWER_PROJ, -1,
-                 i ? c->dim : v->c.vision.dim, c->dim, w, bias);
+                 i ? mid : v->c.vision.dim, i ? c->dim : mid, w, bias);
     }
     if (rc == LV_OK)
         rc = add(&b, lv_site_head(t), "llm.head", "lm_head", LV_SITE_LINEAR, LV_TOWER_LLM, -1,
