@@ -51,31 +51,9 @@ STD = np.array([0.229, 0.224, 0.225])
 
 def tower_lavin(w, pixels):
     """LaVIN's features: the class token after every EVERY-th block"""
+    hidden = lv.hidden_states(w, pixels, VL)
+    feats = torch.stack([hidden[l][0] for l in range(EVERY, VL + 1, EVERY)], 0)
     w = {k: v.double() for k, v in w.items()}
-    x = torch.nn.functional.conv2d(pixels[None], w[VM + "embeddings.patch_embedding.weight"],
-                                   stride=lv.P)
-    x = x.flatten(2).transpose(1, 2)[0]
-    x = torch.cat([w[VM + "embeddings.class_embedding"][None], x], 0)
-    x = x + w[VM + "embeddings.position_embedding.weight"]
-    x = lv.ln(x, w[VM + "pre_layrnorm.weight"], w[VM + "pre_layrnorm.bias"])
-    hd = lv.VD // lv.VH
-    cls = []
-    for l in range(VL):
-        p = VM + "encoder.layers.%d." % l
-        n = lv.ln(x, w[p + "layer_norm1.weight"], w[p + "layer_norm1.bias"])
-        q, k, v = (n @ w[p + "self_attn.%s.weight" % s].T + w[p + "self_attn.%s.bias" % s]
-                   for s in ("q_proj", "k_proj", "v_proj"))
-        q, k, v = (t.view(-1, lv.VH, hd) for t in (q, k, v))
-        s = torch.einsum("thd,shd->hts", q, k) / np.sqrt(hd)
-        a = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(-1, lv.VD)
-        x = x + a @ w[p + "self_attn.out_proj.weight"].T + w[p + "self_attn.out_proj.bias"]
-        m = lv.ln(x, w[p + "layer_norm2.weight"], w[p + "layer_norm2.bias"])
-        m = m @ w[p + "mlp.fc1.weight"].T + w[p + "mlp.fc1.bias"]
-        m = m * torch.sigmoid(1.702 * m)
-        x = x + m @ w[p + "mlp.fc2.weight"].T + w[p + "mlp.fc2.bias"]
-        if (l + 1) % EVERY == 0:
-            cls.append(x[0])
-    feats = torch.stack(cls, 0)
     t = feats @ w["adapter_proj.conv_A.weight"].T + w["adapter_proj.conv_A.bias"]
     t = torch.nn.functional.silu(t)
     t = t @ w["adapter_proj.conv_B.weight"].T + w["adapter_proj.conv_B.bias"]

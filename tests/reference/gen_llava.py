@@ -78,7 +78,8 @@ def ln(x, w, b):
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
 
 
-def tower(w, pixels):
+def hidden_states(w, pixels, layers=None):
+    """the tower's hidden states: the embeddings after pre_layrnorm, then each block's output"""
     w = {k: v.double() for k, v in w.items()}
     x = torch.nn.functional.conv2d(pixels[None], w[VM + "embeddings.patch_embedding.weight"],
                                    stride=P)
@@ -88,7 +89,7 @@ def tower(w, pixels):
     x = ln(x, w[VM + "pre_layrnorm.weight"], w[VM + "pre_layrnorm.bias"])
     hidden = [x]
     hd = VD // VH
-    for l in range(VL):
+    for l in range(VL if layers is None else layers):
         p = VM + "encoder.layers.%d." % l
         n = ln(x, w[p + "layer_norm1.weight"], w[p + "layer_norm1.bias"])
         q, k, v = (n @ w[p + "self_attn.%s.weight" % s].T + w[p + "self_attn.%s.bias" % s]
@@ -102,6 +103,12 @@ def tower(w, pixels):
         m = m * torch.sigmoid(1.702 * m)
         x = x + m @ w[p + "mlp.fc2.weight"].T + w[p + "mlp.fc2.bias"]
         hidden.append(x)
+    return hidden
+
+
+def tower(w, pixels):
+    hidden = hidden_states(w, pixels)
+    w = {k: v.double() for k, v in w.items()}
     feats = hidden[-2][1:]
     t = feats @ w["multi_modal_projector.linear_1.weight"].T + w["multi_modal_projector.linear_1.bias"]
     t = torch.nn.functional.gelu(t)
