@@ -61,8 +61,9 @@ float lv_dynamic_map_value(int i);
 /* Quantise n values (a multiple of 64) into dst (lv_dtype_bytes(LV_NF4, n) bytes), and back. */
 void lv_nf4_quantize(void *dst, const float *x, int64_t n);
 void lv_nf4_dequantize(float *y, const void *src, int64_t n);
-/* The scale of every block (n / 64 floats) of n values. */
-void lv_nf4_block_scales(float *scales, const void *src, int64_t n);
+/* The scales of count blocks from block first, of an NF4 tensor of n values. */
+void lv_nf4_block_scales(float *scales, const void *src, int64_t n, int64_t first,
+                         int64_t count);
 
 /* Where the data lives. */
 typedef enum lv_device {

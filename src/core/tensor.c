@@ -206,11 +206,12 @@ void lv_nf4_quantize(void *dst, const float *x, int64_t n)
     free(absmax);
 }
 
-void lv_nf4_block_scales(float *scales, const void *src, int64_t n)
+void lv_nf4_block_scales(float *scales, const void *src, int64_t n, int64_t first,
+                         int64_t count)
 {
     struct nf4_layout l = nf4_parts(src, n);
-    for (int64_t b = 0; b < l.nb; b++)
-        scales[b] = nf4_scale(&l, b);
+    for (int64_t b = 0; b < count && first + b < l.nb; b++)
+        scales[b] = nf4_scale(&l, first + b);
 }
 
 void lv_nf4_dequantize(float *y, const void *src, int64_t n)

@@ -180,19 +180,15 @@ static int load_saved(struct lv_adapter *a, const char *file, const struct lv_ck
                         t->file_name, a->method->name);
     char module[256];
     snprintf(module, sizeof module, "%.*s", (int)(dot - rest), rest);
+    /* PEFT wraps the module whose name ends with an entry (target_modules' list rule); its
+     * tensors lie below it */
     bool listed = false;
-    /* PEFT wraps the module whose name ends with an entry; its tensors lie below it */
-    for (const char *end = module; !listed && end;) {
+    for (char *end = module; json_is_array(mts) && !listed && end;) {
         end = strchr(end + 1, '.');
-        size_t ml = end ? (size_t)(end - module) : strlen(module), idx;
-        json_t *e;
-        json_array_foreach(mts, idx, e) {
-            const char *s = json_string_value(e);
-            size_t sl = s ? strlen(s) : 0;
-            if (s && sl && sl <= ml && strncmp(module + ml - sl, s, sl) == 0 &&
-                (sl == ml || module[ml - sl - 1] == '.'))
-                listed = true;
-        }
+        char prefix[256];
+        snprintf(prefix, sizeof prefix, "%.*s", end ? (int)(end - module) : (int)strlen(module),
+                 module);
+        listed = lv_site_spec_match(mts, prefix, file) == 1;
     }
     if (!listed)
         return lv_error("%s: tensor '%s' is not a parameter of a '%s' adapter and its module "

@@ -51,13 +51,18 @@ static int ia3_create(lv_peft_ctx *ctx)
     return LV_OK;
 }
 
+/* a one-element tensor holding 1, to broadcast */
+static lv_tensor *one(lv_graph *g)
+{
+    lv_tensor *t = lv_new(g, LV_F32, 1, (int64_t[]){ 1 });
+    if (t)
+        *(float *)t->data = 1.0f;
+    return t;
+}
+
 static lv_tensor *minus_one(lv_graph *g, lv_tensor *l)
 {
-    lv_tensor *one = lv_new(g, LV_F32, 1, (int64_t[]){ 1 });
-    if (!one)
-        return NULL;
-    *(float *)one->data = 1.0f;
-    return lv_sub(g, l, one);
+    return lv_sub(g, l, one(g));
 }
 
 static lv_tensor *ia3_apply(const struct lv_peft_call *c)
@@ -78,12 +83,7 @@ static int ia3_merge(const struct lv_peft_call *c, lv_tensor *w, lv_tensor *b, f
     lv_graph *g = c->g;
     bool ff = c->vals[V_FEEDFORWARD] != 0.0f;
     /* the blended vector 1 + scale (l - 1): rows (out, 1) or columns (1, in) of W */
-    lv_tensor *l = lv_scale(g, minus_one(g, c->p[0]), scale);
-    lv_tensor *one = lv_new(g, LV_F32, 1, (int64_t[]){ 1 });
-    if (!one)
-        return LV_ERR;
-    *(float *)one->data = 1.0f;
-    l = lv_add(g, l, one);
+    lv_tensor *l = lv_add(g, lv_scale(g, minus_one(g, c->p[0]), scale), one(g));
     *w_out = lv_mul(g, lv_cast(g, w, LV_F32), l);
     *b_out = !ff && b ? lv_mul(g, lv_cast(g, b, LV_F32),
                                lv_reshape(g, l, 1, &c->site->out)) : NULL;

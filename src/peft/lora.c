@@ -21,7 +21,7 @@
 #include "lavinia/peft.h"
 #include "peft/adapter.h"
 
-enum { V_SCALING = LV_LORA_SCALING, V_DROPOUT = LV_LORA_DROPOUT, V_RANK };
+enum { V_SCALING = LV_LORA_SCALING, V_DROPOUT = LV_LORA_DROPOUT };
 enum { P_A, P_B };
 
 #define LORA_KEYS(dora_default)                                                               \
@@ -95,7 +95,6 @@ int lv_lora_create(lv_peft_ctx *ctx, bool dora)
             return lv_error("DoRA: %s is not a linear layer", s->module);
         lv_peft_set_value(ctx, i, V_SCALING, (float)(rs ? alpha / sqrt((double)r) : alpha / (double)r));
         lv_peft_set_value(ctx, i, V_DROPOUT, (float)lv_peft_get_float(ctx, "lora_dropout"));
-        lv_peft_set_value(ctx, i, V_RANK, (float)r);
     }
     return LV_OK;
 }

@@ -16,9 +16,12 @@
 
 #include "backend/cpu/cpu.h"
 
+#include "backend/backend.h"
+
 #include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 
 static pthread_key_t conv_key;
@@ -147,34 +150,33 @@ void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, i
 }
 
 /* c (M, N) = a (M, K) b^T for NF4 b (N, K), K a multiple of 64: each row of b is whole
- * blocks; the block scales are computed once, the 4-bit values looked up in the table. */
+ * blocks. Each thread reads a row's block scales a chunk at a time into its stack, and the
+ * row dot product looks the 4-bit values up in the table. */
+#define NF4_CHUNK 256                          /* blocks of scales at a time: 16384 values */
+_Static_assert(LV_NF4_GEMV_ROWS <= GEMV_MAX_M, "ops-matmul.c sends NF4 here for few rows");
 static void nf4_gemv(float *c, const float *a, const void *b, int64_t M, int64_t N, int64_t K,
                      float beta)
 {
-    int64_t nb = N * K / LV_NF4_BLOCK;
-    float *sc = malloc((size_t)(nb ? nb : 1) * sizeof *sc);
-    float *dq = sc ? NULL : malloc((size_t)(N * K) * sizeof *dq);
-    if (sc) {
-        lv_nf4_block_scales(sc, b, N * K);
-    } else if (dq) {                              /* no memory for scales: dequantise */
-        lv_nf4_dequantize(dq, b, N * K);
-        cpu_gemv(c, a, dq, LV_F32, M, N, K, beta, cpu_simd());
-        free(dq);
-        return;
-    } else {
-        return;
-    }
     const unsigned char *codes = b;
     cpu_nf4_dot_fn dot = cpu_simd()->nf4_dot;
+    int64_t nb = K / LV_NF4_BLOCK;
     CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
         int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
-        for (int64_t n = t * GEMV_ROWS; n < n1; n++)
-            for (int64_t m = 0; m < M; m++) {
-                float v = dot(a + m * K, codes + n * K / 2, sc + n * K / LV_NF4_BLOCK, K);
-                c[m * N + n] = beta == 0.0f ? v : beta * c[m * N + n] + v;
+        float sc[NF4_CHUNK], acc[GEMV_MAX_M];
+        for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
+            memset(acc, 0, sizeof acc);
+            for (int64_t j0 = 0; j0 < nb; j0 += NF4_CHUNK) {
+                int64_t jn = nb - j0 < NF4_CHUNK ? nb - j0 : NF4_CHUNK;
+                int64_t e0 = (n * nb + j0) * LV_NF4_BLOCK;          /* first value */
+                lv_nf4_block_scales(sc, b, N * K, n * nb + j0, jn);
+                for (int64_t m = 0; m < M; m++)
+                    acc[m] += dot(a + m * K + j0 * LV_NF4_BLOCK, codes + e0 / 2, sc,
+                                  jn * LV_NF4_BLOCK);
             }
+            for (int64_t m = 0; m < M; m++)
+                c[m * N + n] = beta == 0.0f ? acc[m] : beta * c[m * N + n] + acc[m];
+        }
     });
-    free(sc);
 }
 
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
