@@ -57,36 +57,57 @@ static float sum_floats(const float *x, size_t n)
     return s;
 }
 
-double lv_mem_read_bandwidth(size_t bytes, int threads, int reps)
+int lv_membw_init(struct lv_membw *b, size_t bytes)
 {
-    size_t n = bytes / sizeof(float) / 64 * 64;
-    float *x = NULL;
-    if (n == 0 || posix_memalign((void **)&x, 64, n * sizeof *x) != 0) {
-        lv_error_status(LV_ENOMEM, "bandwidth: cannot allocate %zu bytes", bytes);
-        return -1.0;
+    b->n = bytes / sizeof(float) / 64 * 64;
+    b->x = NULL;
+    if (b->n == 0 || posix_memalign((void **)&b->x, 64, b->n * sizeof *b->x) != 0) {
+        b->x = NULL;
+        b->n = 0;
+        return lv_error_status(LV_ENOMEM, "bandwidth: cannot allocate %zu bytes", bytes);
     }
-    for (size_t i = 0; i < n; i++)   /* touch every page, and keep the sum finite */
-        x[i] = (float)(i & 7) * 0.125f;
-    double best = -1.0;
-    volatile float sink = 0.0f;
+    for (size_t i = 0; i < b->n; i++)   /* touch every page, and keep the sum finite */
+        b->x[i] = (float)(i & 7) * 0.125f;
+    return LV_OK;
+}
+
+double lv_membw_pass(struct lv_membw *b, int threads)
+{
+    static volatile float sink;
     if (threads < 1)
         threads = 1;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        float total = 0.0f;
-        size_t chunk = (n / (size_t)threads) / 64 * 64;
+    size_t n = b->n, chunk = (n / (size_t)threads) / 64 * 64;
+    const float *x = b->x;
+    double t0 = now();
+    float total = 0.0f;
 #pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
-        for (int t = 0; t < threads; t++) {
-            size_t lo = (size_t)t * chunk, hi = t == threads - 1 ? n : lo + chunk;
-            total += sum_floats(x + lo, hi - lo);
-        }
-        double dt = now() - t0;
-        sink += total;
-        double bw = (double)(n * sizeof *x) / dt;
+    for (int t = 0; t < threads; t++) {
+        size_t lo = (size_t)t * chunk, hi = t == threads - 1 ? n : lo + chunk;
+        total += sum_floats(x + lo, hi - lo);
+    }
+    double dt = now() - t0;
+    sink += total;
+    return dt;
+}
+
+void lv_membw_free(struct lv_membw *b)
+{
+    free(b->x);
+    b->x = NULL;
+    b->n = 0;
+}
+
+double lv_mem_read_bandwidth(size_t bytes, int threads, int reps)
+{
+    struct lv_membw b;
+    if (lv_membw_init(&b, bytes) != LV_OK)
+        return -1.0;
+    double best = -1.0;
+    for (int r = 0; r < reps; r++) {
+        double bw = (double)lv_membw_bytes(&b) / lv_membw_pass(&b, threads);
         if (bw > best)
             best = bw;
     }
-    (void)sink;
-    free(x);
+    lv_membw_free(&b);
     return best;
 }

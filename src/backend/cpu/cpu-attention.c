@@ -7,9 +7,11 @@
  * s <= S - T + t, and a nonzero mask[t, s] blocks key s on top of that. A query row that sees
  * no key at all outputs zeros, stores lse = -inf, and takes no part in the backward.
  *
- * Forward, few queries (decoding): one pass over the visible keys with a running maximum (the
- * online softmax of flash attention): when the maximum grows, the partial sum and the partial
- * output row are rescaled, so no S-sized scratch is needed. Many queries (prompts, images,
+ * Forward, few queries (decoding): one pass over the visible keys in chunks of
+ * ATTN_ROW_CHUNK with a running maximum (the online softmax of flash attention): each chunk's
+ * scores and its weighted values are two single-threaded sgemv calls, and when the maximum
+ * grows, the partial sum and the partial output row are rescaled, so no S-sized scratch is
+ * needed. Many queries (prompts, images,
  * training): blocks of query rows of one head go through two single-threaded sgemm calls,
  * scores = scale q k^T into the thread's scratch, a softmax per row in place, out = P v. Both
  * store
@@ -68,41 +70,57 @@ struct attn {
 
 /* ---- forward ------------------------------------------------------------------------ */
 
-/* out and lse of query row i = (b * H + h) * T + t (the index of lse). */
+/* keys a decoding row scores at a time, on the stack */
+#define ATTN_ROW_CHUNK 256
+
+/* Out and lse of query row i = (b * H + h) * T + t (the index of lse). The keys go by in
+ * chunks: one single-threaded sgemv scores a chunk, and when the chunk's maximum exceeds the
+ * running one, what was summed so far is rescaled; a second sgemv adds the chunk's weighted
+ * values to the output row. */
 static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
 {
-    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D;
+    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, ld = KV * D;
     int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
     int64_t kh = h / a->G;
     const float *qr = a->q + ((b * T + t) * H + h) * D;
+    const float *kb = a->k + (b * S * KV + kh) * D, *vb = a->v + (b * S * KV + kh) * D;
     float *o = out + ((b * T + t) * H + h) * D;
     const int32_t *mr = a->mask ? a->mask + t * S : NULL;
     int64_t send = key_end(t, T, S, a->causal);
+    float sc[ATTN_ROW_CHUNK];
 
     for (int64_t d = 0; d < D; d++)
         o[d] = 0.0f;
     float m = -INFINITY;   /* running max of the visible scores */
     double l = 0.0;        /* sum of exp(score - m) so far */
-    for (int64_t s = 0; s < send; s++) {
-        if (mr && mr[s])
+    for (int64_t s0 = 0; s0 < send; s0 += ATTN_ROW_CHUNK) {
+        int64_t n = send - s0 < ATTN_ROW_CHUNK ? send - s0 : ATTN_ROW_CHUNK;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
+                    kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
+        float cm = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            if (mr && mr[s0 + j])
+                sc[j] = -INFINITY;
+            cm = sc[j] > cm ? sc[j] : cm;
+        }
+        if (cm == -INFINITY)
             continue;
-        const float *kr = a->k + ((b * S + s) * KV + kh) * D;
-        const float *vr = a->v + ((b * S + s) * KV + kh) * D;
-        float sc = a->scale * dot_f32(qr, kr, D);
-        if (sc > m) {
+        if (cm > m) {
             /* New maximum: rescale what was summed against the old one. */
             if (l > 0.0) {
-                float corr = expf(m - sc);
+                float corr = expf(m - cm);
                 l *= corr;
                 for (int64_t d = 0; d < D; d++)
                     o[d] *= corr;
             }
-            m = sc;
+            m = cm;
         }
-        float e = expf(sc - m);
-        l += e;
-        for (int64_t d = 0; d < D; d++)
-            o[d] += e * vr[d];
+        for (int64_t j = 0; j < n; j++) {
+            sc[j] = sc[j] == -INFINITY ? 0.0f : expf(sc[j] - m);
+            l += sc[j];
+        }
+        cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)n, (blasint)D, 1.0f, vb + s0 * ld,
+                    (blasint)ld, sc, 1, 1.0f, o, 1);
     }
     if (l == 0.0) {
         /* No visible key: the row stays zero and backward skips it. */
@@ -178,8 +196,8 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
         });
         return;
     }
-    /* Causal rows differ in cost, hence the dynamic schedule. */
-    CPU_FOR_DYNAMIC(B * H * T * S * D, i, B * H * T, {
+    /* Fewer than ATTN_GEMM_MIN_T queries: rows of nearly equal cost, split evenly. */
+    CPU_FOR(B * H * T * S * D, i, B * H * T, {
         attn_forward_row(&a, out, lse, i);
     });
 }
