@@ -133,10 +133,11 @@ typedef enum lv_rope_mode {
 lv_tensor *lv_rope(lv_graph *g, lv_tensor *x, const lv_tensor *pos, lv_rope_mode mode,
                    float base, float freq_scale);
 
-/* A key/value cache for one layer: k, v (S_max, KV, D) F32, len positions filled. */
+/* A key/value cache for one layer: k, v (KV, S_max, D) F32, len positions filled. Head-major:
+ * each kv head's keys are one contiguous run, which decoding reads as a single stream. */
 typedef struct lv_kv_cache {
-    lv_tensor *k;        /* (S_max, KV, D) */
-    lv_tensor *v;        /* (S_max, KV, D) */
+    lv_tensor *k;        /* (KV, S_max, D) */
+    lv_tensor *v;        /* (KV, S_max, D) */
     int64_t len;         /* positions filled */
 } lv_kv_cache;
 

@@ -57,7 +57,7 @@ lv_tensor *lv_rope(lv_graph *g, lv_tensor *x, const lv_tensor *pos, lv_rope_mode
 
 int lv_kv_cache_init(lv_kv_cache *c, int64_t s_max, int64_t kv_heads, int64_t head_dim)
 {
-    int64_t shape[3] = { s_max, kv_heads, head_dim };
+    int64_t shape[3] = { kv_heads, s_max, head_dim };
     memset(c, 0, sizeof *c);
     if (s_max <= 0 || kv_heads <= 0 || head_dim <= 0)
         return lv_error("kv cache: bad size (%lld, %lld, %lld)", (long long)s_max,
@@ -102,16 +102,16 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
     }
     int64_t start = 0, S = Sk;
     if (cache) {
-        if (B != 1 || !cache->k || cache->k->shape[1] != KV || cache->k->shape[2] != D) {
+        if (B != 1 || !cache->k || cache->k->shape[0] != KV || cache->k->shape[2] != D) {
             lv_error("attention: kv cache of %s does not fit k %s (batch 1 only)",
                      cache->k ? op_shape(cache->k) : "(none)", op_shape(k));
             return NULL;
         }
         start = cache->len;
         S = start + Sk;
-        if (S > cache->k->shape[0]) {
+        if (S > cache->k->shape[1]) {
             lv_error("attention: kv cache full: %lld + %lld positions > %lld",
-                     (long long)start, (long long)Sk, (long long)cache->k->shape[0]);
+                     (long long)start, (long long)Sk, (long long)cache->k->shape[1]);
             return NULL;
         }
     }
@@ -127,10 +127,14 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
     lv_node *n = q && k && v ? op_begin(g, LV_OP_ATTENTION) : NULL;
     if (!n)
         return NULL;
-    if (cache) {
-        size_t row = (size_t)(KV * D) * sizeof(float);
-        memcpy((float *)cache->k->data + start * KV * D, k->data, (size_t)Sk * row);
-        memcpy((float *)cache->v->data + start * KV * D, v->data, (size_t)Sk * row);
+    if (cache) {                  /* (Sk, KV, D) rows into the head-major cache */
+        int64_t S_max = cache->k->shape[1];
+        for (int64_t h = 0; h < KV; h++)
+            for (int64_t s = 0; s < Sk; s++) {
+                size_t to = (size_t)((h * S_max + start + s) * D), from = (size_t)((s * KV + h) * D);
+                memcpy((float *)cache->k->data + to, (float *)k->data + from, (size_t)D * sizeof(float));
+                memcpy((float *)cache->v->data + to, (float *)v->data + from, (size_t)D * sizeof(float));
+            }
     }
     int64_t lse_shape[3] = { B, H, T };
     n->src[0] = q;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lavinia/error.h"
+#include "util/buf.h"
 
 /* ----------------------------------------------------------------------------------------
  * dtypes
@@ -508,7 +509,7 @@ lv_tensor *lv_tensor_new(lv_dtype dtype, int ndim, const int64_t *shape)
     if (check_shape(dtype, ndim, shape, &bytes) != LV_OK)
         return NULL;
     lv_tensor *t = malloc(sizeof *t);
-    void *data = calloc(1, bytes ? bytes : 1);
+    void *data = lv_zalloc(bytes);
     if (!t || !data) {
         free(t);
         free(data);

@@ -8,6 +8,8 @@
 #include "util/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,4 +51,22 @@ char *lv_strdupf(const char *fmt, ...)
         s = NULL;
     va_end(ap);
     return s;
+}
+
+void *lv_zalloc(size_t n)
+{
+    if (n < LV_HUGE_MIN)
+        return calloc(1, n ? n : 1);
+    size_t huge = (size_t)2 << 20;
+    if (n > SIZE_MAX - huge)
+        return NULL;
+    size_t len = (n + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, len) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE);     /* advice only: 4 KiB pages if the kernel says no */
+#endif
+    memset(p, 0, len);
+    return p;
 }

@@ -1,6 +1,6 @@
 /*
- * buf.h (internal): a growable byte buffer that keeps a NUL after its bytes, and printf into
- * a new string.
+ * buf.h (internal): a growable byte buffer that keeps a NUL after its bytes, printf into a new
+ * string, and zeroed allocations for big arrays.
  */
 #ifndef LV_UTIL_BUF_H
 #define LV_UTIL_BUF_H
@@ -17,5 +17,11 @@ int lv_buf_put(struct lv_buf *b, const void *s, size_t n);
 void lv_buf_free(struct lv_buf *b);
 /* A malloc'd string, or NULL when out of memory. */
 char *lv_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* n zeroed bytes, freed with free(); NULL when out of memory. From LV_HUGE_MIN bytes up the
+ * block is aligned to 2 MiB and the kernel is asked for transparent huge pages (a streamed
+ * weight then crosses no 4 KiB page boundaries, where the hardware prefetchers stop). */
+#define LV_HUGE_MIN ((size_t)4 << 20)
+void *lv_zalloc(size_t n);
 
 #endif /* LV_UTIL_BUF_H */

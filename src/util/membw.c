@@ -8,6 +8,8 @@
 
 #include "util/membw.h"
 
+#include "util/buf.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +63,8 @@ int lv_membw_init(struct lv_membw *b, size_t bytes)
 {
     b->n = bytes / sizeof(float) / 64 * 64;
     b->x = NULL;
-    if (b->n == 0 || posix_memalign((void **)&b->x, 64, b->n * sizeof *b->x) != 0) {
+    /* the same allocator as tensors: a weight and this buffer sit on the same kind of page */
+    if (b->n == 0 || !(b->x = lv_zalloc(b->n * sizeof *b->x))) {
         b->x = NULL;
         b->n = 0;
         return lv_error_status(LV_ENOMEM, "bandwidth: cannot allocate %zu bytes", bytes);

@@ -64,6 +64,8 @@ struct attn {
     const float *q, *k, *v, *out, *dout, *lse;
     const int32_t *mask;
     int64_t B, T, S, H, KV, D, G;   /* G: query heads per kv head */
+    /* where key (b, s, kv head kh) starts: b * kb + s * ks + kh * kh_stride elements in */
+    int64_t kb, ks, khs;
     float scale;
     int causal;
 };
@@ -79,11 +81,11 @@ struct attn {
  * values to the output row. */
 static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
 {
-    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, ld = KV * D;
+    int64_t T = a->T, S = a->S, H = a->H, D = a->D, ld = a->ks;
     int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
     int64_t kh = h / a->G;
     const float *qr = a->q + ((b * T + t) * H + h) * D;
-    const float *kb = a->k + (b * S * KV + kh) * D, *vb = a->v + (b * S * KV + kh) * D;
+    const float *kb = a->k + b * a->kb + kh * a->khs, *vb = a->v + b * a->kb + kh * a->khs;
     float *o = out + ((b * T + t) * H + h) * D;
     const int32_t *mr = a->mask ? a->mask + t * S : NULL;
     int64_t send = key_end(t, T, S, a->causal);
@@ -137,11 +139,11 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
 static void attn_forward_block(const struct attn *a, float *out, float *lse, int64_t b,
                                int64_t h, int64_t t0, int64_t tn, float *sc)
 {
-    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, kh = h / a->G;
+    int64_t T = a->T, S = a->S, H = a->H, D = a->D, kh = h / a->G;
     const float *q = a->q + ((b * T + t0) * H + h) * D;
-    const float *k = a->k + (b * S * KV + kh) * D, *v = a->v + (b * S * KV + kh) * D;
+    const float *k = a->k + b * a->kb + kh * a->khs, *v = a->v + b * a->kb + kh * a->khs;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)tn, (blasint)S, (blasint)D,
-                a->scale, q, (blasint)(H * D), k, (blasint)(KV * D), 0.0f, sc, (blasint)S);
+                a->scale, q, (blasint)(H * D), k, (blasint)a->ks, 0.0f, sc, (blasint)S);
     for (int64_t r = 0; r < tn; r++) {
         int64_t t = t0 + r, send = key_end(t, T, S, a->causal);
         float *row = sc + r * S, m = -INFINITY;
@@ -167,7 +169,7 @@ static void attn_forward_block(const struct attn *a, float *out, float *lse, int
         lse[(b * H + h) * T + t] = m + (float)log(l);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)tn, (blasint)D, (blasint)S,
-                1.0f, sc, (blasint)S, v, (blasint)(KV * D), 0.0f,
+                1.0f, sc, (blasint)S, v, (blasint)a->ks, 0.0f,
                 out + ((b * T + t0) * H + h) * D, (blasint)(H * D));
 }
 
@@ -176,10 +178,13 @@ static void attn_forward_block(const struct attn *a, float *out, float *lse, int
 
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
-                           int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal)
+                           int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
+                           float scale, int causal)
 {
     struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
-                      .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal };
+                      .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal,
+                      .kb = kv_stride > 0 ? KV * kv_stride : S * KV * D,
+                      .ks = kv_stride > 0 ? D : KV * D, .khs = kv_stride > 0 ? kv_stride : D };
     int64_t tc = S > 0 ? CPU_SCRATCH_FLOATS / S : 0;
     if (T >= ATTN_GEMM_MIN_T && tc >= 1 && S > 0) {
         tc = tc < 64 ? tc : 64;

@@ -175,6 +175,14 @@ AVX2 static float dot_bf16_avx2(const float *x, const void *w, int64_t k)
     DOT_AVX2(load_bf16x8, uint16_t, lv_bf16_to_f32)
 }
 
+/* the F16 scale at the start of a block, converted by F16C */
+AVX2 static inline float block_scale_f16c(const unsigned char *b)
+{
+    uint16_t h;
+    memcpy(&h, b, sizeof h);
+    return _cvtsh_ss(h);
+}
+
 /* 8 int8 at p as floats */
 AVX2 static __m256 i8x8(const unsigned char *p)
 {
@@ -190,7 +198,7 @@ AVX2 static float dot_q8_0_avx2(const float *x, const void *w, int64_t k)
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), i8x8(b + 10), t);
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), i8x8(b + 18), t);
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), i8x8(b + 26), t);
-        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale(b)), acc);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale_f16c(b)), acc);
     }
     return hsum256(acc);
 }
@@ -212,7 +220,7 @@ AVX2 static float dot_q4_0_avx2(const float *x, const void *w, int64_t k)
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), l1, t);
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), h0, t);
         t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), h1, t);
-        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale(b)), acc);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(block_scale_f16c(b)), acc);
     }
     return hsum256(acc);
 }
@@ -250,7 +258,7 @@ AVX2 static float nf4_dot_avx2(const float *x, const unsigned char *q, const flo
 
 /* --- AVX-512F --------------------------------------------------------------------------- */
 
-#define AVX512 __attribute__((target("avx512f")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
 AVX512 static __m512 load_f16x16(const uint16_t *p)
 {
@@ -308,7 +316,7 @@ AVX512 static float dot_q8_0_avx512(const float *x, const void *w, int64_t k)
     for (int64_t i = 0; i < k; i += 32, b += 34) {
         __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), i8x16(b + 2));
         t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), i8x16(b + 18), t);
-        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale(b)), acc);
+        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale_f16c(b)), acc);
     }
     return _mm512_reduce_add_ps(acc);
 }
@@ -326,7 +334,7 @@ AVX512 static float dot_q4_0_avx512(const float *x, const void *w, int64_t k)
                                  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
         t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16),
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), t);
-        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale(b)), acc);
+        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale_f16c(b)), acc);
     }
     return _mm512_reduce_add_ps(acc);
 }
@@ -376,8 +384,8 @@ bool cpu_simd_supported(enum cpu_simd_level l)
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case CPU_SIMD_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f");
+        /* the AVX-512 kernels use AVX2, FMA and F16C too */
+        return cpu_simd_supported(CPU_SIMD_AVX2) && __builtin_cpu_supports("avx512f");
 #endif
     default: return false;
     }

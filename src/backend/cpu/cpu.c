@@ -197,8 +197,8 @@ static void attention_forward(lv_node *n)
     const lv_kv_cache *c = n->ptr;
     const float *k = c ? FC(c->k) : FC(n->src[1]), *v = c ? FC(c->v) : FC(n->src[2]);
     cpu_attention_forward(F(n->out), F(n->saved[0]), FC(n->src[0]), k, v, I32(n->src[3]), d[2],
-                          d[3], d[0], d[4], d[5], d[6], n->fp[0],
-                          (int)(n->ip[0] & LV_ATTN_CAUSAL));
+                          d[3], d[0], d[4], d[5], d[6], c ? c->k->shape[1] * d[6] : 0,
+                          n->fp[0], (int)(n->ip[0] & LV_ATTN_CAUSAL));
 }
 
 static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsrc)
@@ -215,21 +215,27 @@ static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsr
         return LV_OK;
     }
     /* With a cache the kernel differentiates all S positions; only the rows appended by
-     * this call belong to k and v. Training through a cache is rare: a scratch allocation
-     * here is acceptable. */
-    float *dk = NULL, *dv = NULL;
-    if (dsrc[1] || dsrc[2]) {
-        dk = calloc((size_t)(S * KV * D), sizeof *dk);
-        dv = calloc((size_t)(S * KV * D), sizeof *dv);
-        if (!dk || !dv) {
-            free(dk);
-            free(dv);
-            return lv_error_status(LV_ENOMEM, "attention backward: out of memory");
-        }
+     * this call belong to k and v. The backward reads k and v as (S, KV, D): the head-major
+     * cache is copied out first. Training through a cache is rare: scratch allocations here
+     * are acceptable. */
+    size_t n_kv = (size_t)(S * KV * D);
+    float *kt = malloc(n_kv * sizeof *kt), *vt = malloc(n_kv * sizeof *vt);
+    float *dk = dsrc[1] || dsrc[2] ? calloc(n_kv, sizeof *dk) : NULL;
+    float *dv = dsrc[1] || dsrc[2] ? calloc(n_kv, sizeof *dv) : NULL;
+    int rc = LV_OK;
+    if (!kt || !vt || ((dsrc[1] || dsrc[2]) && (!dk || !dv))) {
+        rc = lv_error_status(LV_ENOMEM, "attention backward: out of memory");
+        goto done;
     }
-    cpu_attention_backward(FN(dsrc[0]), dk, dv, dy, FC(n->src[0]), FC(c->k), FC(c->v),
-                           FC(n->out), FC(n->saved[0]), I32(n->src[3]), d[2], d[3], S, d[4], KV,
-                           D, n->fp[0], causal);
+    int64_t S_max = c->k->shape[1];
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t h = 0; h < KV; h++) {
+            memcpy(kt + (s * KV + h) * D, FC(c->k) + (h * S_max + s) * D, (size_t)D * sizeof *kt);
+            memcpy(vt + (s * KV + h) * D, FC(c->v) + (h * S_max + s) * D, (size_t)D * sizeof *vt);
+        }
+    cpu_attention_backward(FN(dsrc[0]), dk, dv, dy, FC(n->src[0]), kt, vt, FC(n->out),
+                           FC(n->saved[0]), I32(n->src[3]), d[2], d[3], S, d[4], KV, D,
+                           n->fp[0], causal);
     int64_t rows = (S - start) * KV * D;
     for (int64_t i = 0; i < rows; i++) {
         if (dsrc[1])
@@ -237,9 +243,12 @@ static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsr
         if (dsrc[2])
             F(dsrc[2])[i] += dv[start * KV * D + i];
     }
+done:
+    free(kt);
+    free(vt);
     free(dk);
     free(dv);
-    return LV_OK;
+    return rc;
 }
 
 /* ----------------------------------------------------------------------------------------

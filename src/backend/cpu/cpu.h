@@ -167,12 +167,16 @@ void cpu_rope_backward(float *dx, const float *dy, const int32_t *pos, int64_t B
 
 /* --- attention (cpu-attention.c) ---------------------------------------------------- */
 
-/* q, out: (B, T, H, D)  k, v: (B, S, KV, D)  lse: (B, H, T) log-sum-exp of the scaled scores
- * mask: (T, S) or NULL, nonzero = blocked.  causal: query t is at position S - T + t and sees
- * keys s <= S - T + t.  A query row with no visible key gives zeros (lse = -inf). */
+/* q, out: (B, T, H, D)  k, v: (B, S, KV, D), or with kv_stride > 0 one batch of kv heads
+ * kv_stride elements apart, each (S, D) (the head-major cache)  lse: (B, H, T) log-sum-exp of
+ * the scaled scores  mask: (T, S) or NULL, nonzero = blocked.  causal: query t is at position
+ * S - T + t and sees keys s <= S - T + t.  A query row with no visible key gives zeros
+ * (lse = -inf). */
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
-                           int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal);
+                           int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
+                           float scale, int causal);
+/* k, v (B, S, KV, D) */
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *out,
                             const float *lse, const int32_t *mask, int64_t B, int64_t T,
