@@ -193,9 +193,14 @@ static int bench_run(int argc, char **argv)
         uint64_t wb = lv_llama_weight_bytes(m);
         size_t bw_bytes = bw_mib > 0 ? (size_t)bw_mib << 20
                                      : (size_t)(wb > (256u << 20) ? wb : 256u << 20);
+        struct rusage ru;                 /* the model's peak: before the bandwidth buffer */
+        getrusage(RUSAGE_SELF, &ru);
         struct lv_membw bwb = { 0 };
         if (rc == LV_OK)
             rc = lv_membw_init(&bwb, bw_bytes);
+        /* each step also reads the cached keys and values of every position it attends to */
+        double kv_row = 2.0 * (double)m->c.n_layers * (double)m->c.n_kv_heads *
+                        (double)m->c.head_dim * sizeof(float), kv_bytes = 0.0;
         double t0 = lv_now(), t_prompt = 0.0, t_decode = 0.0, t_first = 0.0, t_bw = 0.0;
         if (rc == LV_OK)
             rc = lv_llama_forward(m, ids, n_prompt, logits, false);
@@ -209,11 +214,10 @@ static int bench_run(int argc, char **argv)
             double t1 = lv_now();
             rc = lv_llama_forward(m, &best, 1, logits, false);
             t_decode += lv_now() - t1;
+            kv_bytes += kv_row * (double)m->pos;
             t_bw += lv_membw_pass(&bwb, lv_get_threads());
         }
         if (rc == LV_OK) {
-            struct rusage ru;
-            getrusage(RUSAGE_SELF, &ru);
             double tps = (double)n_gen / t_decode, mib = 1024.0 * 1024.0;
             double bw = (double)n_gen * (double)lv_membw_bytes(&bwb) / t_bw;
             printf("model: %s, %s weights, %.1f MiB read per token, %d thread(s)\n",
@@ -234,8 +238,11 @@ static int bench_run(int argc, char **argv)
             printf("memory read bandwidth: %.2f GB/s (%.0f MiB, %d thread(s), one pass after "
                    "each decode step)\n", bw / 1e9, (double)lv_membw_bytes(&bwb) / mib,
                    lv_get_threads());
-            printf("decode bandwidth use: %.1f%% (%.2f tokens/s x %.1f MiB / %.2f GB/s)\n",
-                   100.0 * tps * (double)wb / bw, tps, (double)wb / mib, bw / 1e9);
+            double kv = kv_bytes / (double)n_gen;
+            printf("decode bandwidth use: %.1f%% (%.2f tokens/s x (%.1f MiB of weights + "
+                   "%.1f MiB of kv cache) / %.2f GB/s); weights alone %.1f%%\n",
+                   100.0 * tps * ((double)wb + kv) / bw, tps, (double)wb / mib, kv / mib,
+                   bw / 1e9, 100.0 * tps * (double)wb / bw);
         }
         lv_membw_free(&bwb);
     }
