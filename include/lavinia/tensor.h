@@ -56,6 +56,7 @@ typedef enum lv_dtype {
 #define LV_NF4_BLOCK 64
 #define LV_NF4_GROUP 256
 /* The 16 NF4 values, and the 256 of the signed dynamic map. */
+extern const float lv_nf4_codebook[16];
 float lv_nf4_value(int i);
 float lv_dynamic_map_value(int i);
 /* Quantise n values (a multiple of 64) into dst (lv_dtype_bytes(LV_NF4, n) bytes), and back. */

@@ -11,6 +11,7 @@
 #include "lavinia/tensor.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,7 @@ size_t lv_dtype_bytes(lv_dtype t, int64_t n)
  * a float64 reference (tests/reference/gen_nf4.py) makes the same choices bit for bit. */
 
 /* QLoRA's NormalFloat-4 values (bitsandbytes' table) */
-static const float nf4_values[16] = {
+const float lv_nf4_codebook[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
@@ -74,7 +75,7 @@ static const float nf4_values[16] = {
 
 float lv_nf4_value(int i)
 {
-    return i >= 0 && i < 16 ? nf4_values[i] : NAN;
+    return i >= 0 && i < 16 ? lv_nf4_codebook[i] : NAN;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -86,12 +87,11 @@ static int cmp_double(const void *a, const void *b)
 /* bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for
  * exponents 10^-6 .. 10^0, the midpoints of 2^i + 1 points spaced evenly from 0.1 to 1, with
  * both signs; then 0 and 1; sorted. Computed in double, stored as float. */
-static const float *dynamic_map(void)
+static float dyn_map[256];
+static pthread_once_t dyn_map_once = PTHREAD_ONCE_INIT;
+
+static void dynamic_map_fill(void)
 {
-    static float map[256];
-    static bool ready;
-    if (ready)
-        return map;
     double v[256];
     int n = 0;
     for (int i = 0; i < 7; i++) {
@@ -107,9 +107,14 @@ static const float *dynamic_map(void)
     v[n++] = 1.0;
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     for (int i = 0; i < 256; i++)
-        map[i] = (float)v[i];
-    ready = true;
-    return map;
+        dyn_map[i] = (float)v[i];
+}
+
+/* filled once, on first use, whichever thread gets there first (decoding threads read it) */
+static const float *dynamic_map(void)
+{
+    pthread_once(&dyn_map_once, dynamic_map_fill);
+    return dyn_map;
 }
 
 float lv_dynamic_map_value(int i)
@@ -186,8 +191,8 @@ void lv_nf4_quantize(void *dst, const float *x, int64_t n)
         sum += a;
         for (int j = 0; j < LV_NF4_BLOCK; j += 2) {
             int64_t i = b * LV_NF4_BLOCK + j;
-            int hi = a > 0 ? nearest(nf4_values, 16, (double)x[i] / a) : 7;
-            int lo = a > 0 ? nearest(nf4_values, 16, (double)x[i + 1] / a) : 7;
+            int hi = a > 0 ? nearest(lv_nf4_codebook, 16, (double)x[i] / a) : 7;
+            int lo = a > 0 ? nearest(lv_nf4_codebook, 16, (double)x[i + 1] / a) : 7;
             l.codes[i / 2] = (unsigned char)(hi << 4 | lo);
         }
     }
@@ -211,8 +216,16 @@ void lv_nf4_block_scales(float *scales, const void *src, int64_t n, int64_t firs
                          int64_t count)
 {
     struct nf4_layout l = nf4_parts(src, n);
-    for (int64_t b = 0; b < count && first + b < l.nb; b++)
-        scales[b] = nf4_scale(&l, first + b);
+    const float *map = dynamic_map();
+    double off = get_f(l.offset), grp = 0.0;
+    for (int64_t b = 0, g = -1; b < count && first + b < l.nb; b++) {
+        if ((first + b) / LV_NF4_GROUP != g) {
+            g = (first + b) / LV_NF4_GROUP;
+            grp = get_f(l.group + g);
+        }
+        /* nf4_scale's arithmetic, with the loads hoisted (decoding calls this per row) */
+        scales[b] = (float)((double)map[l.qabs[first + b]] * grp + off);
+    }
 }
 
 void lv_nf4_dequantize(float *y, const void *src, int64_t n)
@@ -223,8 +236,8 @@ void lv_nf4_dequantize(float *y, const void *src, int64_t n)
         for (int j = 0; j < LV_NF4_BLOCK; j += 2) {
             int64_t i = b * LV_NF4_BLOCK + j;
             unsigned char c = l.codes[i / 2];
-            y[i] = nf4_values[c >> 4] * s;
-            y[i + 1] = nf4_values[c & 0x0f] * s;
+            y[i] = lv_nf4_codebook[c >> 4] * s;
+            y[i + 1] = lv_nf4_codebook[c & 0x0f] * s;
         }
     }
 }
@@ -645,7 +658,7 @@ double lv_tensor_get(const lv_tensor *t, int64_t i)
     if (t->dtype == LV_NF4) {            /* contiguous: one block, scaled */
         struct nf4_layout l = nf4_parts(t->data, lv_tensor_nelem(t));
         unsigned char c = l.codes[off / 2];
-        return nf4_values[off % 2 ? c & 0x0f : c >> 4] * nf4_scale(&l, off / LV_NF4_BLOCK);
+        return lv_nf4_codebook[off % 2 ? c & 0x0f : c >> 4] * nf4_scale(&l, off / LV_NF4_BLOCK);
     }
     return load_f32(t->data, t->dtype, off);
 }

@@ -1,7 +1,8 @@
 /*
  * test-simd.c: every SIMD path this CPU runs against float64 and against the generic path.
  *
- * Dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every unroll boundary, and
+ * Dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every unroll boundary
+ * and of NF4 rows (codes and block scales) of 1 to 65 blocks, and
  * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each path within
  * 1e-6 of the float64 result relative to sum |x_i w_i| (a summation-order bound), and a
  * forward and input-gradient check of lv_linear at M = 1 against the generic kernels.
@@ -84,6 +85,38 @@ static void dots(const struct cpu_simd *s)
     free(x);
     free(w);
     free(wv);
+}
+
+/* NF4 rows: random codes (the first value of each pair in the high nibble) and block scales */
+static void nf4_dots(const struct cpu_simd *s)
+{
+    static const int64_t blocks[] = { 1, 2, 3, 4, 5, 16, 65 };
+    int64_t kmax = 65 * LV_NF4_BLOCK;
+    float *x = malloc((size_t)kmax * sizeof *x), *sc = malloc(65 * sizeof *sc);
+    unsigned char *q = malloc((size_t)kmax / 2);
+    double worst = 0.0;
+    for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+        int64_t k = blocks[bi] * LV_NF4_BLOCK;
+        for (int64_t i = 0; i < k; i++)
+            x[i] = (float)tu_randn();
+        for (int64_t i = 0; i < k / 2; i++)
+            q[i] = (unsigned char)(tu_randn() * 1000.0);
+        for (int64_t j = 0; j < blocks[bi]; j++)
+            sc[j] = (float)fabs(tu_randn()) + 0.01f;
+        double ref = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < k; i++) {
+            int code = i % 2 ? q[i / 2] & 0x0f : q[i / 2] >> 4;
+            double v = (double)sc[i / LV_NF4_BLOCK] * lv_nf4_value(code) * x[i];
+            ref += v;
+            mag += fabs(v);
+        }
+        worst = fmax(worst, fabs(s->nf4_dot(x, q, sc, k) - ref) / mag);
+    }
+    tu_assert(worst <= 1e-6, "%s: NF4 row dots of 1 to 65 blocks: worst error %.2e of sum |x w|",
+              s->name, worst);
+    free(x);
+    free(sc);
+    free(q);
 }
 
 static void gemv(const struct cpu_simd *s)
@@ -237,6 +270,7 @@ int main(int argc, char **argv)
         }
         ran++;
         dots(s);
+        nf4_dots(s);
         gemv(s);
     }
     tu_assert(ran >= 1, "%d SIMD path(s) tested", ran);

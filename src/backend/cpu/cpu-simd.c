@@ -91,9 +91,8 @@ static float dot_q8_0_generic(const float *x, const void *w, int64_t k)
 static float nf4_dot_generic(const float *x, const unsigned char *q, const float *scales,
                              int64_t k)
 {
-    float lut[16], acc = 0.0f;
-    for (int i = 0; i < 16; i++)
-        lut[i] = lv_nf4_value(i);
+    const float *lut = lv_nf4_codebook;
+    float acc = 0.0f;
     for (int64_t j = 0; j < k / LV_NF4_BLOCK; j++, q += LV_NF4_BLOCK / 2, x += LV_NF4_BLOCK) {
         float part = 0.0f;
         for (int i = 0; i < LV_NF4_BLOCK / 2; i++)
@@ -242,10 +241,7 @@ AVX2 static __m256 nf4x8(const unsigned char *q, __m256 lut_lo, __m256 lut_hi)
 AVX2 static float nf4_dot_avx2(const float *x, const unsigned char *q, const float *scales,
                                int64_t k)
 {
-    float lut[16];
-    for (int i = 0; i < 16; i++)
-        lut[i] = lv_nf4_value(i);
-    __m256 lut_lo = _mm256_loadu_ps(lut), lut_hi = _mm256_loadu_ps(lut + 8);
+    __m256 lut_lo = _mm256_loadu_ps(lv_nf4_codebook), lut_hi = _mm256_loadu_ps(lv_nf4_codebook + 8);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t j = 0; j < k / LV_NF4_BLOCK; j++, q += LV_NF4_BLOCK / 2, x += LV_NF4_BLOCK) {
         __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x), nf4x8(q, lut_lo, lut_hi));
@@ -321,23 +317,68 @@ AVX512 static float dot_q8_0_avx512(const float *x, const void *w, int64_t k)
     return _mm512_reduce_add_ps(acc);
 }
 
+/* 32 NF4 values from 16 bytes (high nibble first), looked up in the code book held in a zmm */
+AVX512 static void nf4x32(const unsigned char *q, __m512 lut, __m512 *v0, __m512 *v1)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)q);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0f));
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+    /* interleaved back into value order */
+    *v0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), lut);
+    *v1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo)), lut);
+}
+
+AVX512 static float nf4_dot_avx512(const float *x, const unsigned char *q, const float *scales,
+                                   int64_t k)
+{
+    __m512 lut = _mm512_loadu_ps(lv_nf4_codebook);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    for (int64_t j = 0; j < k / LV_NF4_BLOCK; j++, q += LV_NF4_BLOCK / 2, x += LV_NF4_BLOCK) {
+        __m512 w0, w1, w2, w3;
+        nf4x32(q, lut, &w0, &w1);
+        nf4x32(q + 16, lut, &w2, &w3);
+        __m512 t0 = _mm512_mul_ps(_mm512_loadu_ps(x), w0);
+        __m512 t1 = _mm512_mul_ps(_mm512_loadu_ps(x + 16), w1);
+        t0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + 32), w2, t0);
+        t1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + 48), w3, t1);
+        __m512 sc = _mm512_set1_ps(scales[j]);
+        acc0 = _mm512_fmadd_ps(t0, sc, acc0);
+        acc1 = _mm512_fmadd_ps(t1, sc, acc1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* Q4_0: 32 values from 16 bytes (value j in the low nibble of byte j, value j + 16 in the high
+ * one), minus 8, looked up as floats */
 AVX512 static float dot_q4_0_avx512(const float *x, const void *w, int64_t k)
 {
     const unsigned char *b = w;
-    const __m128i lo_mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 32, b += 18) {
-        __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
-        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, lo_mask), eight);
-        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo_mask), eight);
-        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i),
-                                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
-        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16),
-                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), t);
-        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale_f16c(b)), acc);
+    static const float tab[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7 };
+    const __m512 lut = _mm512_loadu_ps(tab);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int64_t i = 0;
+    for (; i + 64 <= k; i += 64, b += 36) {
+        __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+        __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 20)));
+        __m512 t0 = _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_permutexvar_ps(v0, lut));
+        __m512 t1 = _mm512_mul_ps(_mm512_loadu_ps(x + i + 32), _mm512_permutexvar_ps(v1, lut));
+        t0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16),
+                             _mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), lut), t0);
+        t1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48),
+                             _mm512_permutexvar_ps(_mm512_srli_epi32(v1, 4), lut), t1);
+        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(block_scale_f16c(b)), acc0);
+        acc1 = _mm512_fmadd_ps(t1, _mm512_set1_ps(block_scale_f16c(b + 18)), acc1);
     }
-    return _mm512_reduce_add_ps(acc);
+    for (; i < k; i += 32, b += 18) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_permutexvar_ps(v, lut));
+        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16),
+                            _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), t);
+        acc0 = _mm512_fmadd_ps(t, _mm512_set1_ps(block_scale_f16c(b)), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
+
 #endif /* LV_X86 */
 
 /* --- the table and the choice ------------------------------------------------------------ */
@@ -358,7 +399,7 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
                                    [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
                                    [LV_Q4_0] = dot_q4_0_avx512 },
-                          .nf4_dot = nf4_dot_avx2 },
+                          .nf4_dot = nf4_dot_avx512 },
 #endif
 };
 
