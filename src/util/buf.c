@@ -55,18 +55,17 @@ char *lv_strdupf(const char *fmt, ...)
 
 void *lv_zalloc(size_t n)
 {
-    if (n < LV_HUGE_MIN)
-        return calloc(1, n ? n : 1);
-    size_t huge = (size_t)2 << 20;
-    if (n > SIZE_MAX - huge)
-        return NULL;
-    size_t len = (n + huge - 1) / huge * huge;
-    void *p = NULL;
-    if (posix_memalign(&p, huge, len) != 0)
-        return NULL;
+    void *p = calloc(1, n ? n : 1);
 #ifdef MADV_HUGEPAGE
-    madvise(p, len, MADV_HUGEPAGE);     /* advice only: 4 KiB pages if the kernel says no */
+    /* Advice only, on the 2 MiB-aligned interior of the block (calloc's memory is zeroed by
+     * the kernel on first touch, so nothing is committed before use); the ragged ends keep
+     * 4 KiB pages. */
+    if (p && n >= LV_HUGE_MIN) {
+        uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1),
+                  hi = ((uintptr_t)p + n) & ~(huge - 1);
+        if (hi > lo)
+            madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+    }
 #endif
-    memset(p, 0, len);
     return p;
 }

@@ -19,8 +19,9 @@ void lv_buf_free(struct lv_buf *b);
 char *lv_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* n zeroed bytes, freed with free(); NULL when out of memory. From LV_HUGE_MIN bytes up the
- * block is aligned to 2 MiB and the kernel is asked for transparent huge pages (a streamed
- * weight then crosses no 4 KiB page boundaries, where the hardware prefetchers stop). */
+ * kernel is asked for transparent huge pages for the block (a streamed weight then crosses
+ * few 4 KiB page boundaries, where the hardware prefetchers stop); pages are still committed
+ * only when first touched. */
 #define LV_HUGE_MIN ((size_t)4 << 20)
 void *lv_zalloc(size_t n);
 
