@@ -2,7 +2,8 @@
  * test-simd.c: every SIMD path this CPU runs against float64 and against the generic path.
  *
  * Dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every unroll boundary
- * and of NF4 rows (codes and block scales) of 1 to 65 blocks, and
+ * and of NF4 rows (codes and block scales) of 1 to 65 blocks, F16 and BF16 rows widened to F32
+ * (bit for bit the portable conversion), and
  * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each path within
  * 1e-6 of the float64 result relative to sum |x_i w_i| (a summation-order bound), and a
  * forward and input-gradient check of lv_linear at M = 1 against the generic kernels.
@@ -117,6 +118,34 @@ static void nf4_dots(const struct cpu_simd *s)
     free(x);
     free(sc);
     free(q);
+}
+
+/* F16 and BF16 widened by the path equal lv_convert_row bit for bit (every finite pattern) */
+static void widen(const struct cpu_simd *s)
+{
+    static const lv_dtype dts[] = { LV_F16, LV_BF16 };
+    int64_t n = 65536 + 7;
+    uint16_t *h = malloc((size_t)n * sizeof *h);
+    float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    for (int di = 0; di < 2; di++) {
+        int64_t diff = 0;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = (uint16_t)(i * 40503u);
+            /* NaNs aside (their payloads are the hardware's business) */
+            uint16_t e = dts[di] == LV_F16 ? 0x7c00 : 0x7f80;
+            if ((h[i] & e) == e)
+                h[i] &= (uint16_t)~e;
+        }
+        cpu_to_f32(s, a, h, dts[di], n);
+        lv_convert_row(b, LV_F32, h, dts[di], n);
+        for (int64_t i = 0; i < n; i++)
+            diff += memcmp(&a[i], &b[i], sizeof a[i]) != 0;
+        tu_assert(diff == 0, "%s: %s widened to F32 equal to lv_convert_row on %lld patterns "
+                  "(%lld differ)", s->name, lv_dtype_name(dts[di]), (long long)n, (long long)diff);
+    }
+    free(h);
+    free(a);
+    free(b);
 }
 
 static void gemv(const struct cpu_simd *s)
@@ -271,6 +300,7 @@ int main(int argc, char **argv)
         ran++;
         dots(s);
         nf4_dots(s);
+        widen(s);
         gemv(s);
     }
     tu_assert(ran >= 1, "%d SIMD path(s) tested", ran);

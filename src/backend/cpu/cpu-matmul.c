@@ -115,12 +115,13 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
         int64_t kk = K - k0 < kb ? K - k0 : kb;
         /* the panel of b in its own layout, converted to F32: (nn, kk) rows of a (N, K) b,
          * or (kk, nn) rows of a (K, N) b */
+        const struct cpu_simd *s = cpu_simd();
         if (tb) {
             for (int64_t n = 0; n < nn; n++)
-                lv_convert_row(buf + n * kk, LV_F32, elem(b, bt, (n0 + n) * K + k0), bt, kk);
+                cpu_to_f32(s, buf + n * kk, elem(b, bt, (n0 + n) * K + k0), bt, kk);
         } else {
             for (int64_t k = 0; k < kk; k++)
-                lv_convert_row(buf + k * nn, LV_F32, elem(b, bt, (k0 + k) * N + n0), bt, nn);
+                cpu_to_f32(s, buf + k * nn, elem(b, bt, (k0 + k) * N + n0), bt, nn);
         }
         sgemm(ct, ta ? at + k0 * M : at + k0, buf, ta, tb, mm, nn, kk, lda, tb ? kk : nn, N,
               k0 == 0 ? beta : 1.0f);

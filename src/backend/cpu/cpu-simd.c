@@ -174,6 +174,26 @@ AVX2 static float dot_bf16_avx2(const float *x, const void *w, int64_t k)
     DOT_AVX2(load_bf16x8, uint16_t, lv_bf16_to_f32)
 }
 
+AVX2 static void f16_to_f32_avx2(float *y, const void *x, int64_t n)
+{
+    const uint16_t *h = x;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load_f16x8(h + i));
+    for (; i < n; i++)
+        y[i] = lv_f16_to_f32(h[i]);
+}
+
+AVX2 static void bf16_to_f32_avx2(float *y, const void *x, int64_t n)
+{
+    const uint16_t *h = x;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load_bf16x8(h + i));
+    for (; i < n; i++)
+        y[i] = lv_bf16_to_f32(h[i]);
+}
+
 /* the F16 scale at the start of a block, converted by F16C */
 AVX2 static inline float block_scale_f16c(const unsigned char *b)
 {
@@ -394,12 +414,14 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
                         .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
                                  [LV_BF16] = dot_bf16_avx2, [LV_Q8_0] = dot_q8_0_avx2,
                                  [LV_Q4_0] = dot_q4_0_avx2 },
-                        .nf4_dot = nf4_dot_avx2 },
+                        .nf4_dot = nf4_dot_avx2,
+                        .to_f32 = { [LV_F16] = f16_to_f32_avx2, [LV_BF16] = bf16_to_f32_avx2 } },
     [CPU_SIMD_AVX512] = { .name = "avx512",
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
                                    [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
                                    [LV_Q4_0] = dot_q4_0_avx512 },
-                          .nf4_dot = nf4_dot_avx512 },
+                          .nf4_dot = nf4_dot_avx512,
+                          .to_f32 = { [LV_F16] = f16_to_f32_avx2, [LV_BF16] = bf16_to_f32_avx2 } },
 #endif
 };
 
@@ -430,6 +452,14 @@ bool cpu_simd_supported(enum cpu_simd_level l)
 #endif
     default: return false;
     }
+}
+
+void cpu_to_f32(const struct cpu_simd *s, float *y, const void *x, lv_dtype dt, int64_t n)
+{
+    if (s->to_f32[dt])
+        s->to_f32[dt](y, x, n);
+    else
+        lv_convert_row(y, LV_F32, x, dt, n);
 }
 
 const struct cpu_simd *cpu_simd_get(enum cpu_simd_level l)

@@ -119,7 +119,11 @@ struct cpu_simd {
     cpu_dot_fn dot[LV_DTYPE_COUNT];      /* by dtype: F32, F16, BF16, Q8_0, Q4_0 (I32, NF4:
                                             NULL) */
     cpu_nf4_dot_fn nf4_dot;
+    /* F16 and BF16 rows widened to F32 (exact; NULL: lv_convert_row) */
+    void (*to_f32[LV_DTYPE_COUNT])(float *y, const void *x, int64_t n);
 };
+/* n values of dtype dt at x as F32 into y, through the path's widening where it has one */
+void cpu_to_f32(const struct cpu_simd *s, float *y, const void *x, lv_dtype dt, int64_t n);
 
 bool cpu_simd_supported(enum cpu_simd_level l);
 /* The path's kernels, NULL when this CPU cannot run it (tests run every path present). */
