@@ -130,7 +130,8 @@ int main(int argc, char **argv)
     double ceiling;
     {
         int64_t M = 256;
-        float *xa = malloc((size_t)(M * K) * sizeof *xa), *y = malloc((size_t)(M * N) * sizeof *y);
+        float *xa = malloc((size_t)(M * K) * sizeof *xa);
+        float *y = malloc((size_t)(M * N) * sizeof *y);
         for (int64_t i = 0; i < M * K; i++)
             xa[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
         openblas_set_num_threads(lv_get_threads());

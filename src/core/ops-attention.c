@@ -129,11 +129,12 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
         return NULL;
     if (cache) {                  /* (Sk, KV, D) rows into the head-major cache */
         int64_t S_max = cache->k->shape[1];
+        size_t row = (size_t)D * sizeof(float);
         for (int64_t h = 0; h < KV; h++)
             for (int64_t s = 0; s < Sk; s++) {
-                size_t to = (size_t)((h * S_max + start + s) * D), from = (size_t)((s * KV + h) * D);
-                memcpy((float *)cache->k->data + to, (float *)k->data + from, (size_t)D * sizeof(float));
-                memcpy((float *)cache->v->data + to, (float *)v->data + from, (size_t)D * sizeof(float));
+                int64_t to = (h * S_max + start + s) * D, from = (s * KV + h) * D;
+                memcpy((float *)cache->k->data + to, (float *)k->data + from, row);
+                memcpy((float *)cache->v->data + to, (float *)v->data + from, row);
             }
     }
     int64_t lse_shape[3] = { B, H, T };

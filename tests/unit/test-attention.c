@@ -368,6 +368,12 @@ int main(int argc, char **argv)
         { .ndim = 3, .B = 1, .T = 12, .S = 12, .H = 3, .KV = 1, .D = 5, .mask = true },
         /* One query after 8 keys, as in decoding. */
         { .ndim = 3, .B = 1, .T = 1, .S = 9, .H = 4, .KV = 2, .D = 8, .flags = LV_ATTN_CAUSAL },
+        /* Decoding rows over more than one 256-key chunk (the running maximum carried and
+         * rescaled between chunks), with a mask that hides all of row 1. */
+        { .ndim = 3, .B = 1, .T = 1, .S = 300, .H = 2, .KV = 1, .D = 4,
+          .flags = LV_ATTN_CAUSAL },
+        { .ndim = 3, .B = 1, .T = 2, .S = 270, .H = 2, .KV = 1, .D = 3, .flags = LV_ATTN_CAUSAL,
+          .mask = true },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_case(&cases[i]);

@@ -1,7 +1,8 @@
 /*
  * cpu-attention.c: CPU kernels for scaled dot-product attention with grouped-query heads.
  *
- * Shapes (cpu.h): q, out (B, T, H, D); k, v (B, S, KV, D); lse (B, H, T); mask (T, S) I32.
+ * Shapes (cpu.h): q, out (B, T, H, D); k, v (B, S, KV, D), or in the forward the head-major
+ * cache (KV, S_max, D); lse (B, H, T); mask (T, S) I32.
  * Query head h reads kv head h / (H / KV). Query t sits at position S - T + t, so with a kv
  * cache the T new queries come after S - T cached keys; causal attention lets it see keys
  * s <= S - T + t, and a nonzero mask[t, s] blocks key s on top of that. A query row that sees
@@ -11,10 +12,9 @@
  * ATTN_ROW_CHUNK with a running maximum (the online softmax of flash attention): each chunk's
  * scores and its weighted values are two single-threaded sgemv calls, and when the maximum
  * grows, the partial sum and the partial output row are rescaled, so no S-sized scratch is
- * needed. Many queries (prompts, images,
- * training): blocks of query rows of one head go through two single-threaded sgemm calls,
- * scores = scale q k^T into the thread's scratch, a softmax per row in place, out = P v. Both
- * store
+ * needed. Many queries (prompts, images, training): blocks of query rows of one head go
+ * through two single-threaded sgemm calls, scores = scale q k^T into the thread's scratch, a
+ * softmax per row in place, out = P v. Both store
  *     lse[b, h, t] = log sum_s exp(scale * q_t . k_s)   over visible s
  * and nothing else: no (T, S) probability matrix is kept.
  *

@@ -174,24 +174,23 @@ AVX2 static float dot_bf16_avx2(const float *x, const void *w, int64_t k)
     DOT_AVX2(load_bf16x8, uint16_t, lv_bf16_to_f32)
 }
 
+/* n 16-bit values widened to F32, 8 at a time by LOAD, the tail by TAIL */
+#define WIDEN_AVX2(LOAD, TAIL)                                                               \
+    const uint16_t *h = x;                                                                   \
+    int64_t i = 0;                                                                           \
+    for (; i + 8 <= n; i += 8)                                                               \
+        _mm256_storeu_ps(y + i, LOAD(h + i));                                                \
+    for (; i < n; i++)                                                                       \
+        y[i] = TAIL(h[i]);
+
 AVX2 static void f16_to_f32_avx2(float *y, const void *x, int64_t n)
 {
-    const uint16_t *h = x;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, load_f16x8(h + i));
-    for (; i < n; i++)
-        y[i] = lv_f16_to_f32(h[i]);
+    WIDEN_AVX2(load_f16x8, lv_f16_to_f32)
 }
 
 AVX2 static void bf16_to_f32_avx2(float *y, const void *x, int64_t n)
 {
-    const uint16_t *h = x;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, load_bf16x8(h + i));
-    for (; i < n; i++)
-        y[i] = lv_bf16_to_f32(h[i]);
+    WIDEN_AVX2(load_bf16x8, lv_bf16_to_f32)
 }
 
 /* the F16 scale at the start of a block, converted by F16C */
