@@ -1,12 +1,13 @@
 /*
  * test-simd.c: every SIMD path this CPU runs against float64 and against the generic path.
  *
- * Dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every unroll boundary
- * and of NF4 rows (codes and block scales) of 1 to 65 blocks, F16 and BF16 rows widened to F32
- * (bit for bit the portable conversion), and
- * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each path within
- * 1e-6 of the float64 result relative to sum |x_i w_i| (a summation-order bound), and a
- * forward and input-gradient check of lv_linear at M = 1 against the generic kernels.
+ * Per path: dot products of F32, F16, BF16, Q8_0 and Q4_0 weights at lengths around every
+ * unroll boundary and of NF4 rows (codes and block scales) of 1 to 65 blocks, and
+ * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each within 1e-6 of
+ * the float64 result relative to sum |x_i w_i| (a summation-order bound); F16 and BF16 rows
+ * widened to F32 bit for bit as the portable conversion; then, with the whole library on that
+ * path, lv_linear at M = 1 against M = 5 (sgemm) and its input gradient at M = 1 against the
+ * column sums of W, for every weight type including NF4.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -184,14 +185,15 @@ static void gemv(const struct cpu_simd *s)
 }
 
 /* lv_linear at M = 1 (the decode path) against the same product at M = 5 (the tiled sgemm),
- * forward and input gradient */
-static void linear_paths(void)
+ * forward and input gradient, through the path in use. NF4 decodes (M = 1, nothing recorded)
+ * as stored and takes its gradient through dequantised weights. */
+static void linear_paths(const char *path)
 {
-    for (int wi = 0; wi < N_WTYPES; wi++) {
-        lv_dtype dt = wtypes[wi];
+    static const lv_dtype lin_types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4 };
+    for (size_t wi = 0; wi < sizeof lin_types / sizeof lin_types[0]; wi++) {
+        lv_dtype dt = lin_types[wi];
         lv_graph *g = lv_graph_new(NULL);
-        lv_graph_set_recording(g, true);
-        int64_t N = 96, K = 224;
+        int64_t N = 96, K = 256;
         lv_tensor *w = lv_tensor_new(dt, 2, (int64_t[]){ N, K });
         {
             lv_tensor *f = tu_rand_tensor(LV_F32, 2, (int64_t[]){ N, K }, 0.1);
@@ -200,11 +202,9 @@ static void linear_paths(void)
         }
         lv_tensor_set_frozen(w);
         lv_tensor *x5 = tu_rand_tensor(LV_F32, 2, (int64_t[]){ 5, K }, 1.0);
-        lv_tensor_set_param(x5);
         lv_tensor *x1 = lv_tensor_wrap(x5->data, LV_F32, 2, (int64_t[]){ 1, K });
-        lv_tensor_set_param(x1);
-        lv_tensor *y5 = lv_linear(g, x5, w, NULL), *y1 = lv_linear(g, x1, w, NULL);
         float *a = malloc((size_t)N * 4), *b = malloc((size_t)(5 * N) * 4);
+        lv_tensor *y5 = lv_linear(g, x5, w, NULL), *y1 = lv_linear(g, x1, w, NULL);
         lv_tensor_to_f32(a, y1);
         lv_tensor_to_f32(b, y5);
         double e = 0.0, m = 0.0;
@@ -212,15 +212,20 @@ static void linear_paths(void)
             e = fmax(e, fabs((double)a[n] - b[n]));
             m = fmax(m, fabs((double)b[n]));
         }
-        tu_assert(e <= 1e-5 * m, "lv_linear, %s weights: row 0 at M = 1 (matrix-vector) and "
-                  "at M = 5 (sgemm) agree: %.2e of %.2e", lv_dtype_name(dt), e, m);
+        tu_assert(e <= 1e-5 * m, "%s: lv_linear, %s weights: row 0 at M = 1 (matrix-vector) "
+                  "and at M = 5 (sgemm) agree: %.2e of %.2e", path, lv_dtype_name(dt), e, m);
+        lv_graph_reset(g);
+        lv_graph_set_recording(g, true);
+        lv_tensor_set_param(x1);
+        y1 = lv_linear(g, x1, w, NULL);
         lv_tensor *l1 = lv_sum_all(g, y1);
-        tu_assert(l1 && lv_backward(g, l1) == LV_OK && x1->grad, "backward through M = 1");
+        tu_assert(l1 && lv_backward(g, l1) == LV_OK && x1->grad, "%s: backward through M = 1",
+                  path);
         if (x1->grad) {
             /* d sum(x W^T) / dx = column sums of W */
             float *gx = malloc((size_t)K * 4), *wf = malloc((size_t)(N * K) * 4);
             lv_tensor_to_f32(gx, x1->grad);
-            lv_tensor_to_f32(wf, w);
+            lv_convert_row(wf, LV_F32, w->data, dt, N * K);
             double ge = 0.0;
             for (int64_t k = 0; k < K; k++) {
                 double ref = 0.0;
@@ -228,7 +233,7 @@ static void linear_paths(void)
                     ref += wf[n * K + k];
                 ge = fmax(ge, fabs(gx[k] - ref));
             }
-            tu_assert(ge <= 1e-5, "input gradient at M = 1, %s weights: error %.2e",
+            tu_assert(ge <= 1e-5, "%s: input gradient at M = 1, %s weights: error %.2e", path,
                       lv_dtype_name(dt), ge);
             free(gx);
             free(wf);
@@ -242,8 +247,6 @@ static void linear_paths(void)
     }
 }
 
-/* the engine's Q8_0 and Q4_0 against io/gguf.c's ggml definitions: quantising gives the
- * bytes of ggml's quantize_row_q8_0_ref, dequantising the values of dequantize_row_* */
 static void blocks_as_ggml(void)
 {
     enum { N = 32 * 64 };
@@ -302,8 +305,10 @@ int main(int argc, char **argv)
         nf4_dots(s);
         widen(s);
         gemv(s);
+        /* the whole library on this path */
+        cpu_simd_use((enum cpu_simd_level)l);
+        linear_paths(s->name);
     }
     tu_assert(ran >= 1, "%d SIMD path(s) tested", ran);
-    linear_paths();
     return tu_finish();
 }

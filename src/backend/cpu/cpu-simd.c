@@ -497,3 +497,12 @@ const struct cpu_simd *cpu_simd(void)
     pthread_once(&chosen_once, choose);
     return chosen;
 }
+
+bool cpu_simd_use(enum cpu_simd_level l)
+{
+    pthread_once(&chosen_once, choose);
+    if (!cpu_simd_get(l))
+        return false;
+    chosen = &simd_table[l];
+    return true;
+}

@@ -130,6 +130,9 @@ bool cpu_simd_supported(enum cpu_simd_level l);
 const struct cpu_simd *cpu_simd_get(enum cpu_simd_level l);
 /* The path in use. */
 const struct cpu_simd *cpu_simd(void);
+/* Use path l from now on (tests: every path through the whole library); false if the CPU
+ * lacks it. Call it with no parallel work running. */
+bool cpu_simd_use(enum cpu_simd_level l);
 /* Matrix-vector products: c (M, N) = beta c + a (M, K) b^T with b (N, K) rows of dtype bt,
  * for small M (decoding), with the given kernels; each output by one thread. */
 void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, int64_t N,
