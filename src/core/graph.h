@@ -45,7 +45,8 @@ enum lv_op {
     LV_OP_RMSNORM,       /* fp[0] eps; saved[0] rstd (N) */
     LV_OP_LAYERNORM,     /* fp[0] eps; saved[0] mean (N), saved[1] rstd (N) */
     LV_OP_ROPE,          /* ip[0] mode, fp[0] base, fp[1] freq_scale */
-    LV_OP_ATTENTION,     /* ip[0] flags, ip[1] S, ip[2] cache start, ip[3..7] B, T, H,
+    LV_OP_ATTENTION,     /* ip[0] flags (LV_ATTN_*, and LV_ATTN_GRAD_ when a gradient
+                            will be taken), ip[1] S, ip[2] cache start, ip[3..7] B, T, H,
                             KV, D; fp[0] scale;
                             saved[0] lse (B, H, T); ptr: the kv cache or NULL */
     LV_OP_EMBEDDING,
@@ -69,6 +70,10 @@ typedef struct lv_node {
     float fp[4];                  /* float parameters (see the enum) */
     void *ptr;                    /* op-specific pointer (the kv cache) */
 } lv_node;
+
+/* Attention node flag: an input needs a gradient, so the forward computes its scores as the
+ * backward recomputes them (the lse it stores then matches them bit for bit). */
+#define LV_ATTN_GRAD_ 0x100
 
 /* Arena chunk (graph.c): reset keeps the chunks, so steady-state steps never call malloc. */
 typedef struct lv_arena_chunk lv_arena_chunk;

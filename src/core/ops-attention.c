@@ -144,6 +144,8 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
     n->src[3] = (lv_tensor *)mask;
     n->ptr = cache;
     n->ip[0] = flags;
+    if (g->recording && (lv_needs_grad(q) || lv_needs_grad(k) || lv_needs_grad(v)))
+        n->ip[0] |= LV_ATTN_GRAD_;
     n->ip[1] = S;
     n->ip[2] = start;
     n->ip[3] = B;

@@ -168,10 +168,16 @@ static void test_case(const struct attn_case *ac)
     attention_ref(ref, q, k, v, mask, ac->B, ac->T, ac->S, ac->H, ac->KV, ac->D,
                   (double)(1.0f / sqrtf((float)ac->D)), ac->flags & LV_ATTN_CAUSAL);
 
-    lv_graph *g = lv_graph_new(NULL);
-    if (need(g != NULL, "lv_graph_new")) {
+    /* inference, then recorded for a backward (few-query rows then score keys as the
+     * backward does) */
+    for (int rec = 0; rec < 2; rec++) {
+        lv_graph *g = lv_graph_new(NULL);
+        if (!need(g != NULL, "lv_graph_new"))
+            break;
+        lv_graph_set_recording(g, rec);
         lv_tensor *y = build_attention(g, in, (void *)ac);
-        tu_check_tensor(label, y, ref, TOL);   /* fails with lv_errmsg() if y is NULL */
+        snprintf(glabel, sizeof glabel, "%s%s", label, rec ? " (recorded)" : "");
+        tu_check_tensor(glabel, y, ref, TOL);   /* fails with lv_errmsg() if y is NULL */
         lv_graph_free(g);
     }
 

@@ -68,6 +68,7 @@ struct attn {
     int64_t kb, ks, khs;
     float scale;
     int causal;
+    bool for_grad;   /* score keys as the backward does (dot_f32), not through sgemv */
 };
 
 /* ---- forward ------------------------------------------------------------------------ */
@@ -76,9 +77,10 @@ struct attn {
 #define ATTN_ROW_CHUNK 256
 
 /* Out and lse of query row i = (b * H + h) * T + t (the index of lse). The keys go by in
- * chunks: one single-threaded sgemv scores a chunk, and when the chunk's maximum exceeds the
- * running one, what was summed so far is rescaled; a second sgemv adds the chunk's weighted
- * values to the output row. */
+ * chunks: one single-threaded sgemv scores a chunk (for a training step, dot_f32 per key, the
+ * backward's own arithmetic, so lse matches the scores it recomputes), and when the chunk's
+ * maximum exceeds the running one, what was summed so far is rescaled; a second sgemv adds the
+ * chunk's weighted values to the output row. */
 static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
 {
     int64_t T = a->T, S = a->S, H = a->H, D = a->D, ld = a->ks;
@@ -97,8 +99,12 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     double l = 0.0;        /* sum of exp(score - m) so far */
     for (int64_t s0 = 0; s0 < send; s0 += ATTN_ROW_CHUNK) {
         int64_t n = send - s0 < ATTN_ROW_CHUNK ? send - s0 : ATTN_ROW_CHUNK;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
-                    kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
+        if (a->for_grad)
+            for (int64_t j = 0; j < n; j++)
+                sc[j] = a->scale * dot_f32(qr, kb + (s0 + j) * ld, D);
+        else
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
+                        kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
         float cm = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
             if (mr && mr[s0 + j])
@@ -179,10 +185,11 @@ static void attn_forward_block(const struct attn *a, float *out, float *lse, int
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
                            int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
-                           float scale, int causal)
+                           float scale, int causal, bool for_grad)
 {
     struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
                       .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal,
+                      .for_grad = for_grad,
                       .kb = kv_stride > 0 ? KV * kv_stride : S * KV * D,
                       .ks = kv_stride > 0 ? D : KV * D, .khs = kv_stride > 0 ? kv_stride : D };
     int64_t tc = S > 0 ? CPU_SCRATCH_FLOATS / S : 0;

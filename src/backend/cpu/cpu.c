@@ -198,7 +198,8 @@ static void attention_forward(lv_node *n)
     const float *k = c ? FC(c->k) : FC(n->src[1]), *v = c ? FC(c->v) : FC(n->src[2]);
     cpu_attention_forward(F(n->out), F(n->saved[0]), FC(n->src[0]), k, v, I32(n->src[3]), d[2],
                           d[3], d[0], d[4], d[5], d[6], c ? c->k->shape[1] * d[6] : 0,
-                          n->fp[0], (int)(n->ip[0] & LV_ATTN_CAUSAL));
+                          n->fp[0], (int)(n->ip[0] & LV_ATTN_CAUSAL),
+                          (n->ip[0] & LV_ATTN_GRAD_) != 0);
 }
 
 static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsrc)
