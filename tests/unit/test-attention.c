@@ -220,14 +220,16 @@ static lv_tensor *rows_of(const lv_tensor *t, int64_t start, int64_t len)
 }
 
 /*
- * Prompt of KV_PROMPT tokens, then single tokens, through one cache: each call's rows equal
- * the same rows of a causal pass over all KV_ALL positions at once.
+ * A prompt of `prompt` tokens, then single tokens, through one cache: each call's rows equal
+ * the same rows of a causal pass over all `all` positions at once. Heads of D = 8 decode key
+ * by key; D = 32 over 300 positions decodes through sgemv in two chunks of the head-major
+ * cache.
  */
-static void test_kv_cache(void)
+static void test_kv_cache(int64_t D, int64_t all, int64_t prompt)
 {
-    int64_t qs[3] = { KV_ALL, KV_H, KV_D }, ks[3] = { KV_ALL, KV_KV, KV_D };
-    float scale = 1.0f / sqrtf((float)KV_D);
-    int64_t qrow = KV_H * KV_D;
+    int64_t qs[3] = { all, KV_H, D }, ks[3] = { all, KV_KV, D };
+    float scale = 1.0f / sqrtf((float)D);
+    int64_t qrow = KV_H * D;
     lv_tensor *q = tu_rand_tensor(LV_F32, 3, qs, 1.0);
     lv_tensor *k = tu_rand_tensor(LV_F32, 3, ks, 1.0);
     lv_tensor *v = tu_rand_tensor(LV_F32, 3, ks, 1.0);
@@ -238,15 +240,15 @@ static void test_kv_cache(void)
 
     if (!need(q && k && v && g, "kv cache: setup"))
         goto done;
-    have_cache = lv_kv_cache_init(&cache, KV_ALL + 1, KV_KV, KV_D) == LV_OK;
+    have_cache = lv_kv_cache_init(&cache, all + 1, KV_KV, D) == LV_OK;
     if (!need(have_cache, "lv_kv_cache_init"))
         goto done;
 
     qv = values_of(q);
     kv = values_of(k);
     vv = values_of(v);
-    ref = xmalloc((size_t)(KV_ALL * qrow) * sizeof *ref);
-    attention_ref(ref, qv, kv, vv, NULL, 1, KV_ALL, KV_ALL, KV_H, KV_KV, KV_D, scale, true);
+    ref = xmalloc((size_t)(all * qrow) * sizeof *ref);
+    attention_ref(ref, qv, kv, vv, NULL, 1, all, all, KV_H, KV_KV, D, scale, true);
 
     /* One full causal pass, no cache. */
     lv_tensor *y = lv_attention(g, q, k, v, NULL, NULL, scale, LV_ATTN_CAUSAL);
@@ -258,15 +260,15 @@ static void test_kv_cache(void)
 
     /* The prompt, then one token at a time. */
     int64_t start = 0;
-    for (int step = 0; start < KV_ALL; step++) {
-        int64_t len = step == 0 ? KV_PROMPT : 1;
+    for (int step = 0; start < all; step++) {
+        int64_t len = step == 0 ? prompt : 1;
         char label[96];
         lv_tensor *qp = rows_of(q, start, len), *kp = rows_of(k, start, len);
         lv_tensor *vp = rows_of(v, start, len);
         if (need(qp && kp && vp, "kv cache: rows")) {
             lv_tensor *o = lv_attention(g, qp, kp, vp, NULL, &cache, scale, LV_ATTN_CAUSAL);
-            snprintf(label, sizeof label, "kv cache: step %d (positions %lld..%lld)", step,
-                     (long long)start, (long long)(start + len - 1));
+            snprintf(label, sizeof label, "kv cache D%lld: step %d (positions %lld..%lld)",
+                     (long long)D, step, (long long)start, (long long)(start + len - 1));
             /* Same keys, same order as the full pass's rows: equal up to rounding. */
             tu_check_tensor(label, o, full + start * qrow, 1e-6);
             tu_check_tensor(label, o, ref + start * qrow, TOL);
@@ -374,17 +376,19 @@ int main(int argc, char **argv)
         { .ndim = 3, .B = 1, .T = 12, .S = 12, .H = 3, .KV = 1, .D = 5, .mask = true },
         /* One query after 8 keys, as in decoding. */
         { .ndim = 3, .B = 1, .T = 1, .S = 9, .H = 4, .KV = 2, .D = 8, .flags = LV_ATTN_CAUSAL },
-        /* Decoding rows over more than one 256-key chunk (the running maximum carried and
-         * rescaled between chunks), with a mask that hides all of row 1. */
-        { .ndim = 3, .B = 1, .T = 1, .S = 300, .H = 2, .KV = 1, .D = 4,
+        /* Decoding rows through sgemv (heads of 16 and more) over more than one 256-key chunk
+         * (the running maximum carried and rescaled between chunks), with a mask that hides
+         * all of row 1; recorded, the same rows go key by key. */
+        { .ndim = 3, .B = 1, .T = 1, .S = 300, .H = 2, .KV = 1, .D = 16,
           .flags = LV_ATTN_CAUSAL },
-        { .ndim = 3, .B = 1, .T = 2, .S = 270, .H = 2, .KV = 1, .D = 3, .flags = LV_ATTN_CAUSAL,
-          .mask = true },
+        { .ndim = 3, .B = 1, .T = 2, .S = 270, .H = 2, .KV = 1, .D = 16,
+          .flags = LV_ATTN_CAUSAL, .mask = true },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_case(&cases[i]);
 
-    test_kv_cache();
+    test_kv_cache(KV_D, KV_ALL, KV_PROMPT);
+    test_kv_cache(32, 300, 270);
     test_kv_cache_grad();
 
     return tu_finish();

@@ -68,19 +68,19 @@ struct attn {
     int64_t kb, ks, khs;
     float scale;
     int causal;
-    bool for_grad;   /* score keys as the backward does (dot_f32), not through sgemv */
 };
 
 /* ---- forward ------------------------------------------------------------------------ */
 
 /* keys a decoding row scores at a time, on the stack */
 #define ATTN_ROW_CHUNK 256
+/* below this head size or key count, a decoding row goes key by key */
+#define ATTN_SGEMV_MIN 16
 
 /* Out and lse of query row i = (b * H + h) * T + t (the index of lse). The keys go by in
- * chunks: one single-threaded sgemv scores a chunk (for a training step, dot_f32 per key, the
- * backward's own arithmetic, so lse matches the scores it recomputes), and when the chunk's
- * maximum exceeds the running one, what was summed so far is rescaled; a second sgemv adds the
- * chunk's weighted values to the output row. */
+ * chunks: one single-threaded sgemv scores a chunk, and when the chunk's maximum exceeds the
+ * running one, what was summed so far is rescaled; a second sgemv adds the chunk's weighted
+ * values to the output row. */
 static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
 {
     int64_t T = a->T, S = a->S, H = a->H, D = a->D, ld = a->ks;
@@ -99,12 +99,8 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     double l = 0.0;        /* sum of exp(score - m) so far */
     for (int64_t s0 = 0; s0 < send; s0 += ATTN_ROW_CHUNK) {
         int64_t n = send - s0 < ATTN_ROW_CHUNK ? send - s0 : ATTN_ROW_CHUNK;
-        if (a->for_grad)
-            for (int64_t j = 0; j < n; j++)
-                sc[j] = a->scale * dot_f32(qr, kb + (s0 + j) * ld, D);
-        else
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
-                        kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
+                    kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
         float cm = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
             if (mr && mr[s0 + j])
@@ -129,6 +125,55 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
         }
         cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)n, (blasint)D, 1.0f, vb + s0 * ld,
                     (blasint)ld, sc, 1, 1.0f, o, 1);
+    }
+    if (l == 0.0) {
+        /* No visible key: the row stays zero and backward skips it. */
+        lse[i] = -INFINITY;
+        return;
+    }
+    float inv = (float)(1.0 / l);
+    for (int64_t d = 0; d < D; d++)
+        o[d] *= inv;
+    lse[i] = m + (float)log(l);
+}
+
+/* The same row key by key, scored with dot_f32 as the backward rescores them (so a training
+ * step's lse matches its backward bit for bit): training steps, and heads too small for
+ * sgemv calls to pay. */
+static inline void attn_forward_row_exact(const struct attn *a, float *out, float *lse, int64_t i)
+{
+    int64_t T = a->T, S = a->S, H = a->H, D = a->D;
+    int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
+    int64_t kh = h / a->G;
+    const float *qr = a->q + ((b * T + t) * H + h) * D;
+    float *o = out + ((b * T + t) * H + h) * D;
+    const int32_t *mr = a->mask ? a->mask + t * S : NULL;
+    int64_t send = key_end(t, T, S, a->causal);
+
+    for (int64_t d = 0; d < D; d++)
+        o[d] = 0.0f;
+    float m = -INFINITY;   /* running max of the visible scores */
+    double l = 0.0;        /* sum of exp(score - m) so far */
+    for (int64_t s = 0; s < send; s++) {
+        if (mr && mr[s])
+            continue;
+        const float *kr = a->k + b * a->kb + s * a->ks + kh * a->khs;
+        const float *vr = a->v + b * a->kb + s * a->ks + kh * a->khs;
+        float sc = a->scale * dot_f32(qr, kr, D);
+        if (sc > m) {
+            /* New maximum: rescale what was summed against the old one. */
+            if (l > 0.0) {
+                float corr = expf(m - sc);
+                l *= corr;
+                for (int64_t d = 0; d < D; d++)
+                    o[d] *= corr;
+            }
+            m = sc;
+        }
+        float e = expf(sc - m);
+        l += e;
+        for (int64_t d = 0; d < D; d++)
+            o[d] += e * vr[d];
     }
     if (l == 0.0) {
         /* No visible key: the row stays zero and backward skips it. */
@@ -189,7 +234,6 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
 {
     struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
                       .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal,
-                      .for_grad = for_grad,
                       .kb = kv_stride > 0 ? KV * kv_stride : S * KV * D,
                       .ks = kv_stride > 0 ? D : KV * D, .khs = kv_stride > 0 ? kv_stride : D };
     int64_t tc = S > 0 ? CPU_SCRATCH_FLOATS / S : 0;
@@ -209,8 +253,12 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
         return;
     }
     /* Fewer than ATTN_GEMM_MIN_T queries: rows of nearly equal cost, split evenly. */
+    bool exact = for_grad || D < ATTN_SGEMV_MIN || S < ATTN_SGEMV_MIN;
     CPU_FOR(B * H * T * S * D, i, B * H * T, {
-        attn_forward_row(&a, out, lse, i);
+        if (exact)
+            attn_forward_row_exact(&a, out, lse, i);
+        else
+            attn_forward_row(&a, out, lse, i);
     });
 }
 
