@@ -525,7 +525,7 @@ lv_tensor *lv_tensor_new(lv_dtype dtype, int ndim, const int64_t *shape)
     void *data = lv_zalloc(bytes);
     if (!t || !data) {
         free(t);
-        free(data);
+        lv_zfree(data, bytes);
         lv_error_status(LV_ENOMEM, "tensor: out of memory for %zu bytes", bytes);
         return NULL;
     }
@@ -554,7 +554,7 @@ void lv_tensor_free(lv_tensor *t)
         return;
     lv_tensor_free(t->grad);
     if (t->flags & LV_TENSOR_OWNS_DATA)
-        free(t->data);
+        lv_zfree(t->data, lv_tensor_nbytes(t));
     free(t);
 }
 

@@ -53,19 +53,46 @@ char *lv_strdupf(const char *fmt, ...)
     return s;
 }
 
+/* A big block is its own mapping, its start aligned to 2 MiB so that every whole 2 MiB of it
+ * can be a huge page: a header (this magic, the mapping's length) and the data 64 bytes in. */
+#define ZALLOC_MAGIC 0x6c767a616c6c6f63ull
+#define ZALLOC_HEAD 64
+
 void *lv_zalloc(size_t n)
 {
-    void *p = calloc(1, n ? n : 1);
+    if (n < LV_HUGE_MIN)
+        return calloc(1, n ? n : 1);
+    size_t page = (size_t)4096, huge = (size_t)2 << 20;
+    if (n > SIZE_MAX / 2)
+        return NULL;
+    size_t len = (n + ZALLOC_HEAD + page - 1) / page * page;
+    char *m = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *base = (char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (base > m)                                   /* the slop on either side goes back */
+        munmap(m, (size_t)(base - m));
+    if (m + len + huge > base + len)
+        munmap(base + len, (size_t)(m + len + huge - (base + len)));
 #ifdef MADV_HUGEPAGE
-    /* Advice only, on the 2 MiB-aligned interior of the block (calloc's memory is zeroed by
-     * the kernel on first touch, so nothing is committed before use); the ragged ends keep
-     * 4 KiB pages. */
-    if (p && n >= LV_HUGE_MIN) {
-        uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1),
-                  hi = ((uintptr_t)p + n) & ~(huge - 1);
-        if (hi > lo)
-            madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-    }
+    madvise(base, len, MADV_HUGEPAGE);              /* advice only */
 #endif
-    return p;
+    uint64_t head[2] = { ZALLOC_MAGIC, len };       /* the kernel zeroed the rest */
+    memcpy(base, head, sizeof head);
+    return base + ZALLOC_HEAD;
+}
+
+void lv_zfree(void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (n < LV_HUGE_MIN) {
+        free(p);
+        return;
+    }
+    char *base = (char *)p - ZALLOC_HEAD;
+    uint64_t head[2];
+    memcpy(head, base, sizeof head);
+    if (head[0] == ZALLOC_MAGIC)
+        munmap(base, (size_t)head[1]);
 }

@@ -18,11 +18,12 @@ void lv_buf_free(struct lv_buf *b);
 /* A malloc'd string, or NULL when out of memory. */
 char *lv_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* n zeroed bytes, freed with free(); NULL when out of memory. From LV_HUGE_MIN bytes up the
- * kernel is asked for transparent huge pages for the block (a streamed weight then crosses
- * few 4 KiB page boundaries, where the hardware prefetchers stop); pages are still committed
- * only when first touched. */
-#define LV_HUGE_MIN ((size_t)4 << 20)
+/* n zeroed bytes, freed by lv_zfree with the same n; NULL when out of memory. From
+ * LV_HUGE_MIN bytes up the block is its own mapping, started on a 2 MiB boundary and advised
+ * for transparent huge pages (a streamed weight then crosses no 4 KiB page boundary, where the
+ * hardware prefetchers stop); pages are committed when first touched. */
+#define LV_HUGE_MIN ((size_t)2 << 20)
 void *lv_zalloc(size_t n);
+void lv_zfree(void *p, size_t n);
 
 #endif /* LV_UTIL_BUF_H */

@@ -95,7 +95,7 @@ double lv_membw_pass(struct lv_membw *b, int threads)
 
 void lv_membw_free(struct lv_membw *b)
 {
-    free(b->x);
+    lv_zfree(b->x, b->n * sizeof *b->x);
     b->x = NULL;
     b->n = 0;
 }

@@ -139,9 +139,33 @@ static void test_arena(void)
     lv_graph_free(g);
 }
 
+/* Big tensors are their own 2 MiB-aligned mappings (util/buf.h): zeroed, writable end to end,
+ * freed; sizes on both sides of the threshold. */
+static void test_big(void)
+{
+    static const int64_t floats[] = { (2 << 20) / 4 - 1, (2 << 20) / 4, (3 << 20) / 4 + 7,
+                                      (8 << 20) / 4 };
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        lv_tensor *t = lv_tensor_new(LV_F32, 1, &floats[i]);
+        bool zero = t != NULL;
+        for (int64_t j = 0; zero && j < floats[i]; j += 1021)
+            zero = ((float *)t->data)[j] == 0.0f;
+        if (t) {
+            float *d = t->data;
+            d[0] = 1.0f;
+            d[floats[i] - 1] = 2.0f;
+            zero &= (uintptr_t)d % 16 == 0 && d[floats[i] - 1] == 2.0f;
+        }
+        tu_assert(zero, "tensor of %lld floats: zeroed, 16-byte aligned, writable to its end",
+                  (long long)floats[i]);
+        lv_tensor_free(t);
+    }
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "tensor");
+    test_big();
     test_f16();
     test_bf16();
     test_headers();
