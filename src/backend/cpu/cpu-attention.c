@@ -77,6 +77,32 @@ struct attn {
 /* below this head size or key count, a decoding row goes key by key */
 #define ATTN_SGEMV_MIN 16
 
+/* A new running maximum nm > *m: what was summed against the old one is rescaled. */
+static inline void row_rescale(float *o, int64_t D, double *l, float *m, float nm)
+{
+    if (*l > 0.0) {
+        float corr = expf(*m - nm);
+        *l *= corr;
+        for (int64_t d = 0; d < D; d++)
+            o[d] *= corr;
+    }
+    *m = nm;
+}
+
+/* The row divided by its sum, and its lse; no visible key: the row stays zero, lse -inf (the
+ * backward skips it). */
+static inline void row_finish(float *o, int64_t D, double l, float m, float *lse)
+{
+    if (l == 0.0) {
+        *lse = -INFINITY;
+        return;
+    }
+    float inv = (float)(1.0 / l);
+    for (int64_t d = 0; d < D; d++)
+        o[d] *= inv;
+    *lse = m + (float)log(l);
+}
+
 /* Out and lse of query row i = (b * H + h) * T + t (the index of lse). The keys go by in
  * chunks: one single-threaded sgemv scores a chunk, and when the chunk's maximum exceeds the
  * running one, what was summed so far is rescaled; a second sgemv adds the chunk's weighted
@@ -109,16 +135,8 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
         }
         if (cm == -INFINITY)
             continue;
-        if (cm > m) {
-            /* New maximum: rescale what was summed against the old one. */
-            if (l > 0.0) {
-                float corr = expf(m - cm);
-                l *= corr;
-                for (int64_t d = 0; d < D; d++)
-                    o[d] *= corr;
-            }
-            m = cm;
-        }
+        if (cm > m)
+            row_rescale(o, D, &l, &m, cm);
         for (int64_t j = 0; j < n; j++) {
             sc[j] = sc[j] == -INFINITY ? 0.0f : expf(sc[j] - m);
             l += sc[j];
@@ -126,15 +144,7 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
         cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)n, (blasint)D, 1.0f, vb + s0 * ld,
                     (blasint)ld, sc, 1, 1.0f, o, 1);
     }
-    if (l == 0.0) {
-        /* No visible key: the row stays zero and backward skips it. */
-        lse[i] = -INFINITY;
-        return;
-    }
-    float inv = (float)(1.0 / l);
-    for (int64_t d = 0; d < D; d++)
-        o[d] *= inv;
-    lse[i] = m + (float)log(l);
+    row_finish(o, D, l, m, &lse[i]);
 }
 
 /* The same row key by key, scored with dot_f32 as the backward rescores them (so a training
@@ -160,30 +170,14 @@ static inline void attn_forward_row_exact(const struct attn *a, float *out, floa
         const float *kr = a->k + b * a->kb + s * a->ks + kh * a->khs;
         const float *vr = a->v + b * a->kb + s * a->ks + kh * a->khs;
         float sc = a->scale * dot_f32(qr, kr, D);
-        if (sc > m) {
-            /* New maximum: rescale what was summed against the old one. */
-            if (l > 0.0) {
-                float corr = expf(m - sc);
-                l *= corr;
-                for (int64_t d = 0; d < D; d++)
-                    o[d] *= corr;
-            }
-            m = sc;
-        }
+        if (sc > m)
+            row_rescale(o, D, &l, &m, sc);
         float e = expf(sc - m);
         l += e;
         for (int64_t d = 0; d < D; d++)
             o[d] += e * vr[d];
     }
-    if (l == 0.0) {
-        /* No visible key: the row stays zero and backward skips it. */
-        lse[i] = -INFINITY;
-        return;
-    }
-    float inv = (float)(1.0 / l);
-    for (int64_t d = 0; d < D; d++)
-        o[d] *= inv;
-    lse[i] = m + (float)log(l);
+    row_finish(o, D, l, m, &lse[i]);
 }
 
 /* query rows [t0, t0 + tn) of head h of batch b, through sgemm; sc: tn x S scratch */
