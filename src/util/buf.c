@@ -1,5 +1,5 @@
 /*
- * buf.c: growable byte buffers and printf into new strings (buf.h).
+ * buf.c: growable byte buffers, printf into new strings, zeroed big blocks (buf.h).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -9,10 +9,10 @@
 
 #include <stdarg.h>
 #include <stdint.h>
-#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "lavinia/error.h"
 

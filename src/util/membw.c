@@ -99,18 +99,3 @@ void lv_membw_free(struct lv_membw *b)
     b->x = NULL;
     b->n = 0;
 }
-
-double lv_mem_read_bandwidth(size_t bytes, int threads, int reps)
-{
-    struct lv_membw b;
-    if (lv_membw_init(&b, bytes) != LV_OK)
-        return -1.0;
-    double best = -1.0;
-    for (int r = 0; r < reps; r++) {
-        double bw = (double)lv_membw_bytes(&b) / lv_membw_pass(&b, threads);
-        if (bw > best)
-            best = bw;
-    }
-    lv_membw_free(&b);
-    return best;
-}
