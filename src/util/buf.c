@@ -72,8 +72,7 @@ void *lv_zalloc(size_t n)
     char *base = (char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
     if (base > m)                                   /* the slop on either side goes back */
         munmap(m, (size_t)(base - m));
-    if (m + len + huge > base + len)
-        munmap(base + len, (size_t)(m + len + huge - (base + len)));
+    munmap(base + len, huge - (size_t)(base - m));  /* base - m < huge: never empty */
 #ifdef MADV_HUGEPAGE
     madvise(base, len, MADV_HUGEPAGE);              /* advice only */
 #endif

@@ -8,8 +8,6 @@
 
 #include "util/membw.h"
 
-#include "util/buf.h"
-
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +20,7 @@
 #endif
 
 #include "lavinia/error.h"
+#include "util/buf.h"
 
 static double now(void)
 {

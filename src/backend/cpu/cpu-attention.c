@@ -1,8 +1,8 @@
 /*
  * cpu-attention.c: CPU kernels for scaled dot-product attention with grouped-query heads.
  *
- * Shapes (cpu.h): q, out (B, T, H, D); k, v (B, S, KV, D), or in the forward the head-major
- * cache (KV, S_max, D); lse (B, H, T); mask (T, S) I32.
+ * Shapes (cpu.h): q, out (B, T, H, D); k, v (B, S, KV, D), or the head-major cache (KV, S_max,
+ * D); dk, dv (B, S, KV, D); lse (B, H, T); mask (T, S) I32.
  * Query head h reads kv head h / (H / KV). Query t sits at position S - T + t, so with a kv
  * cache the T new queries come after S - T cached keys; causal attention lets it see keys
  * s <= S - T + t, and a nonzero mask[t, s] blocks key s on top of that. A query row that sees
@@ -64,11 +64,27 @@ struct attn {
     const float *q, *k, *v, *out, *dout, *lse;
     const int32_t *mask;
     int64_t B, T, S, H, KV, D, G;   /* G: query heads per kv head */
-    /* where key (b, s, kv head kh) starts: b * kb + s * ks + kh * kh_stride elements in */
+    /* where key (b, s, kv head kh) starts: b * kb + s * ks + kh * khs elements in (kv_row) */
     int64_t kb, ks, khs;
     float scale;
     int causal;
 };
+
+/* Key (or value) row s of kv head kh in batch b. */
+static inline const float *kv_row(const struct attn *a, const float *base, int64_t b, int64_t s,
+                                  int64_t kh)
+{
+    return base + b * a->kb + s * a->ks + kh * a->khs;
+}
+
+/* k and v as (B, S, KV, D), or (kv_stride > 0) the head-major cache: KV heads kv_stride
+ * elements apart, each (S, D) */
+static void kv_layout(struct attn *a, int64_t kv_stride)
+{
+    a->kb = kv_stride > 0 ? a->KV * kv_stride : a->S * a->KV * a->D;
+    a->ks = kv_stride > 0 ? a->D : a->KV * a->D;
+    a->khs = kv_stride > 0 ? kv_stride : a->D;
+}
 
 /* ---- forward ------------------------------------------------------------------------ */
 
@@ -113,7 +129,7 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
     int64_t kh = h / a->G;
     const float *qr = a->q + ((b * T + t) * H + h) * D;
-    const float *kb = a->k + b * a->kb + kh * a->khs, *vb = a->v + b * a->kb + kh * a->khs;
+    const float *kb = kv_row(a, a->k, b, 0, kh), *vb = kv_row(a, a->v, b, 0, kh);
     float *o = out + ((b * T + t) * H + h) * D;
     const int32_t *mr = a->mask ? a->mask + t * S : NULL;
     int64_t send = key_end(t, T, S, a->causal);
@@ -167,8 +183,7 @@ static inline void attn_forward_row_exact(const struct attn *a, float *out, floa
     for (int64_t s = 0; s < send; s++) {
         if (mr && mr[s])
             continue;
-        const float *kr = a->k + b * a->kb + s * a->ks + kh * a->khs;
-        const float *vr = a->v + b * a->kb + s * a->ks + kh * a->khs;
+        const float *kr = kv_row(a, a->k, b, s, kh), *vr = kv_row(a, a->v, b, s, kh);
         float sc = a->scale * dot_f32(qr, kr, D);
         if (sc > m)
             row_rescale(o, D, &l, &m, sc);
@@ -186,7 +201,7 @@ static void attn_forward_block(const struct attn *a, float *out, float *lse, int
 {
     int64_t T = a->T, S = a->S, H = a->H, D = a->D, kh = h / a->G;
     const float *q = a->q + ((b * T + t0) * H + h) * D;
-    const float *k = a->k + b * a->kb + kh * a->khs, *v = a->v + b * a->kb + kh * a->khs;
+    const float *k = kv_row(a, a->k, b, 0, kh), *v = kv_row(a, a->v, b, 0, kh);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)tn, (blasint)S, (blasint)D,
                 a->scale, q, (blasint)(H * D), k, (blasint)a->ks, 0.0f, sc, (blasint)S);
     for (int64_t r = 0; r < tn; r++) {
@@ -227,9 +242,8 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
                            float scale, int causal, bool for_grad)
 {
     struct attn a = { .q = q, .k = k, .v = v, .mask = mask, .B = B, .T = T, .S = S, .H = H,
-                      .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal,
-                      .kb = kv_stride > 0 ? KV * kv_stride : S * KV * D,
-                      .ks = kv_stride > 0 ? D : KV * D, .khs = kv_stride > 0 ? kv_stride : D };
+                      .KV = KV, .D = D, .G = H / KV, .scale = scale, .causal = causal };
+    kv_layout(&a, kv_stride);
     int64_t tc = S > 0 ? CPU_SCRATCH_FLOATS / S : 0;
     if (T >= ATTN_GEMM_MIN_T && tc >= 1 && S > 0) {
         tc = tc < 64 ? tc : 64;
@@ -261,7 +275,7 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
 /* dq of query row i = (b * H + h) * T + t. */
 static inline void attn_dq_row(const struct attn *a, float *dq, int64_t i)
 {
-    int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D;
+    int64_t T = a->T, S = a->S, H = a->H, D = a->D;
     float ls = a->lse[i];
     if (ls == -INFINITY)
         return;
@@ -276,8 +290,7 @@ static inline void attn_dq_row(const struct attn *a, float *dq, int64_t i)
     for (int64_t s = 0; s < send; s++) {
         if (mr && mr[s])
             continue;
-        const float *kr = a->k + ((b * S + s) * KV + kh) * D;
-        const float *vr = a->v + ((b * S + s) * KV + kh) * D;
+        const float *kr = kv_row(a, a->k, b, s, kh), *vr = kv_row(a, a->v, b, s, kh);
         float p = expf(a->scale * dot_f32(qr, kr, D) - ls);
         float ds = p * (dot_f32(dor, vr, D) - Dt);
         float c = a->scale * ds;
@@ -286,13 +299,13 @@ static inline void attn_dq_row(const struct attn *a, float *dq, int64_t i)
     }
 }
 
-/* dk and dv (either may be NULL) of key row i = (b * KV + kh) * S + s. */
+/* dk and dv (either may be NULL, each (B, S, KV, D)) of key row i = (b * KV + kh) * S + s. */
 static inline void attn_dkdv_row(const struct attn *a, float *dk, float *dv, int64_t i)
 {
     int64_t T = a->T, S = a->S, H = a->H, KV = a->KV, D = a->D, G = a->G;
     int64_t b = i / (KV * S), kh = (i / S) % KV, s = i % S;
     int64_t krow = ((b * S + s) * KV + kh) * D;
-    const float *kr = a->k + krow, *vr = a->v + krow;
+    const float *kr = kv_row(a, a->k, b, s, kh), *vr = kv_row(a, a->v, b, s, kh);
     float *dkr = dk ? dk + krow : NULL;
     float *dvr = dv ? dv + krow : NULL;
     /* Causal: key s is seen by queries t >= s - (S - T). */
@@ -327,11 +340,13 @@ static inline void attn_dkdv_row(const struct attn *a, float *dk, float *dv, int
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *out,
                             const float *lse, const int32_t *mask, int64_t B, int64_t T,
-                            int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal)
+                            int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
+                            float scale, int causal)
 {
     struct attn a = { .q = q, .k = k, .v = v, .out = out, .dout = dout, .lse = lse,
                       .mask = mask, .B = B, .T = T, .S = S, .H = H, .KV = KV, .D = D,
                       .G = H / KV, .scale = scale, .causal = causal };
+    kv_layout(&a, kv_stride);
     int64_t work = B * H * T * S * D;
 
     if (dq) {

@@ -212,31 +212,26 @@ static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsr
     if (!c) {
         cpu_attention_backward(FN(dsrc[0]), FN(dsrc[1]), FN(dsrc[2]), dy, FC(n->src[0]),
                                FC(n->src[1]), FC(n->src[2]), FC(n->out), FC(n->saved[0]),
-                               I32(n->src[3]), d[2], d[3], S, d[4], KV, D, n->fp[0], causal);
+                               I32(n->src[3]), d[2], d[3], S, d[4], KV, D, 0, n->fp[0],
+                               causal);
         return LV_OK;
     }
     /* With a cache the kernel differentiates all S positions; only the rows appended by
-     * this call belong to k and v. The backward reads k and v as (S, KV, D): the head-major
-     * cache is copied out first. Training through a cache is rare: scratch allocations here
-     * are acceptable. */
-    size_t n_kv = (size_t)(S * KV * D);
-    float *kt = malloc(n_kv * sizeof *kt), *vt = malloc(n_kv * sizeof *vt);
-    float *dk = dsrc[1] || dsrc[2] ? calloc(n_kv, sizeof *dk) : NULL;
-    float *dv = dsrc[1] || dsrc[2] ? calloc(n_kv, sizeof *dv) : NULL;
-    int rc = LV_OK;
-    if (!kt || !vt || ((dsrc[1] || dsrc[2]) && (!dk || !dv))) {
-        rc = lv_error_status(LV_ENOMEM, "attention backward: out of memory");
-        goto done;
-    }
-    int64_t S_max = c->k->shape[1];
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t h = 0; h < KV; h++) {
-            memcpy(kt + (s * KV + h) * D, FC(c->k) + (h * S_max + s) * D, (size_t)D * sizeof *kt);
-            memcpy(vt + (s * KV + h) * D, FC(c->v) + (h * S_max + s) * D, (size_t)D * sizeof *vt);
+     * this call belong to k and v. Training through a cache is rare: a scratch allocation
+     * here is acceptable. */
+    float *dk = NULL, *dv = NULL;
+    if (dsrc[1] || dsrc[2]) {
+        dk = calloc((size_t)(S * KV * D), sizeof *dk);
+        dv = calloc((size_t)(S * KV * D), sizeof *dv);
+        if (!dk || !dv) {
+            free(dk);
+            free(dv);
+            return lv_error_status(LV_ENOMEM, "attention backward: out of memory");
         }
-    cpu_attention_backward(FN(dsrc[0]), dk, dv, dy, FC(n->src[0]), kt, vt, FC(n->out),
-                           FC(n->saved[0]), I32(n->src[3]), d[2], d[3], S, d[4], KV, D,
-                           n->fp[0], causal);
+    }
+    cpu_attention_backward(FN(dsrc[0]), dk, dv, dy, FC(n->src[0]), FC(c->k), FC(c->v),
+                           FC(n->out), FC(n->saved[0]), I32(n->src[3]), d[2], d[3], S, d[4], KV,
+                           D, c->k->shape[1] * D, n->fp[0], causal);
     int64_t rows = (S - start) * KV * D;
     for (int64_t i = 0; i < rows; i++) {
         if (dsrc[1])
@@ -244,12 +239,9 @@ static int attention_backward(lv_node *n, const float *dy, lv_tensor *const *dsr
         if (dsrc[2])
             F(dsrc[2])[i] += dv[start * KV * D + i];
     }
-done:
-    free(kt);
-    free(vt);
     free(dk);
     free(dv);
-    return rc;
+    return LV_OK;
 }
 
 /* ----------------------------------------------------------------------------------------

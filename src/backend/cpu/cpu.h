@@ -184,11 +184,12 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
                            int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
                            float scale, int causal, bool for_grad);
-/* k, v (B, S, KV, D) */
+/* k and v as in the forward; dk, dv (B, S, KV, D), added into */
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *out,
                             const float *lse, const int32_t *mask, int64_t B, int64_t T,
-                            int64_t S, int64_t H, int64_t KV, int64_t D, float scale, int causal);
+                            int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
+                            float scale, int causal);
 
 /* --- losses (cpu-loss.c) ------------------------------------------------------------ */
 
