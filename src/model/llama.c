@@ -23,6 +23,7 @@
 #include "lavinia/error.h"
 #include "model/generate.h"
 #include "peft/adapter.h"
+#include "util/buf.h"
 
 /* ----------------------------------------------------------------------------------------
  * loading
@@ -50,13 +51,26 @@ static int alloc_model(lv_llama **out, const struct lv_model_config *c, int64_t 
     return LV_OK;
 }
 
+/* Every layer's cache in one block, so that the keys and values a decode step reads sit on
+ * huge pages (lv_zalloc) even where one layer's are under 2 MiB. */
 static int alloc_caches(lv_llama *m, const char *what)
 {
-    for (int64_t l = 0; l < m->c.n_layers; l++)
-        if (lv_kv_cache_init(&m->cache[l], m->n_ctx, m->c.n_kv_heads, m->c.head_dim) != LV_OK)
-            return lv_error_status(LV_ENOMEM, "%s: no memory for a kv cache of %lld positions",
-                                   what, (long long)m->n_ctx);
-    return LV_OK;
+    int64_t shape[3] = { m->c.n_kv_heads, m->n_ctx, m->c.head_dim };
+    size_t one = lv_dtype_bytes(LV_F32, shape[0] * shape[1] * shape[2]);
+    size_t n = 2 * (size_t)m->c.n_layers;
+    if (one <= SIZE_MAX / n && (m->cache_block = lv_zalloc(one * n)))
+        m->cache_bytes = one * n;
+    for (int64_t l = 0; m->cache_block && l < m->c.n_layers; l++) {
+        char *p = (char *)m->cache_block + 2 * (size_t)l * one;
+        m->cache[l].k = lv_tensor_wrap(p, LV_F32, 3, shape);
+        m->cache[l].v = lv_tensor_wrap(p + one, LV_F32, 3, shape);
+        if (!m->cache[l].k || !m->cache[l].v)
+            break;
+        if (l == m->c.n_layers - 1)
+            return LV_OK;
+    }
+    return lv_error_status(LV_ENOMEM, "%s: no memory for a kv cache of %lld positions", what,
+                           (long long)m->n_ctx);
 }
 
 /* every weight of layer l by its name suffix */
@@ -178,11 +192,9 @@ static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
         *out = w;               /* rows that are not whole blocks stay as stored (llama.cpp too) */
         return LV_OK;
     }
-    lv_tensor *q = lv_tensor_new(dtype, 2, w->shape);
-    if (!q || lv_weights_keep(&m->w, q, NULL) != LV_OK) {
-        lv_tensor_free(q);
+    lv_tensor *q;
+    if (lv_weights_new(&m->w, dtype, 2, w->shape, &q) != LV_OK)
         return lv_error_status(LV_ENOMEM, "model: out of memory quantising '%s'", w->name);
-    }
     if (dtype == LV_NF4 || w->dtype == LV_NF4) {     /* NF4: the whole tensor at once */
         lv_convert_row(q->data, dtype, w->data, w->dtype, lv_tensor_nelem(w));
     } else {
@@ -193,7 +205,6 @@ static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
                            (const char *)w->data + (size_t)r * in_row, w->dtype, w->shape[1]);
     }
     lv_tensor_set_name(q, w->name);
-    lv_tensor_set_frozen(q);
     *out = q;
     return LV_OK;
 }
@@ -231,6 +242,7 @@ void lv_llama_free(lv_llama *m)
         return;
     for (int64_t l = 0; m->cache && l < m->c.n_layers; l++)
         lv_kv_cache_done(&m->cache[l]);
+    lv_zfree(m->cache_block, m->cache_bytes);
     lv_weights_done(&m->w);
     free(m->hist.ids);
     free(m->hist.embd);

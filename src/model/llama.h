@@ -40,6 +40,8 @@ struct lv_llama {
     lv_tensor *lm_head;                    /* (V, C): tok_emb when tied */
     struct lv_llama_layer *layers;         /* [L] */
     lv_kv_cache *cache;                    /* [L] */
+    void *cache_block;                     /* every layer's k and v, one block (lv_zalloc) */
+    size_t cache_bytes;
     int64_t n_ctx;                         /* positions the cache holds */
     int64_t pos;                           /* positions filled */
     int64_t n_hidden;                      /* leading positions later ones do not see (a

@@ -15,6 +15,7 @@
 
 #include "io/gguf.h"
 #include "lavinia/error.h"
+#include "util/buf.h"
 
 int lv_weights_keep(struct lv_weights *m, lv_tensor *t, void *copy)
 {
@@ -30,6 +31,45 @@ int lv_weights_keep(struct lv_weights *m, lv_tensor *t, void *copy)
         m->copies = p;
         m->copies[m->n_copies++] = copy;
     }
+    return LV_OK;
+}
+
+/* n zeroed bytes, 64-aligned, from the set's slabs; NULL when out of memory */
+static void *slab_take(struct lv_weights *m, size_t n)
+{
+    n = (n + 63) / 64 * 64;
+    struct lv_weights_slab *s = m->n_slabs ? &m->slabs[m->n_slabs - 1] : NULL;
+    if (!s || s->size - s->used < n) {
+        /* a new slab, or a block of its own for a tensor bigger than a slab; what is left of
+         * the last one is given up (pages never touched are never committed) */
+        void *p = realloc(m->slabs, (size_t)(m->n_slabs + 1) * sizeof *m->slabs);
+        if (!p)
+            return NULL;
+        m->slabs = p;
+        size_t size = n > LV_WEIGHTS_SLAB ? n : LV_WEIGHTS_SLAB;
+        char *block = lv_zalloc(size);
+        if (!block)
+            return NULL;
+        s = &m->slabs[m->n_slabs++];
+        *s = (struct lv_weights_slab){ block, size, 0 };
+    }
+    void *p = s->p + s->used;
+    s->used += n;
+    return p;
+}
+
+int lv_weights_new(struct lv_weights *m, lv_dtype dt, int ndim, const int64_t *shape,
+                   lv_tensor **out)
+{
+    lv_tensor *t = lv_tensor_wrap(NULL, dt, ndim, shape);
+    void *data = t ? slab_take(m, lv_tensor_nbytes(t)) : NULL;
+    if (!data || lv_weights_keep(m, t, NULL) != LV_OK) {
+        lv_tensor_free(t);
+        return lv_error_status(LV_ENOMEM, "out of memory for weights");
+    }
+    t->data = data;
+    lv_tensor_set_frozen(t);
+    *out = t;
     return LV_OK;
 }
 
@@ -128,13 +168,13 @@ int lv_weights_random(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t
     for (int d = 1; d < ndim; d++)
         fan_in *= shape[d];
     int64_t n = ndim > 1 ? fan_in : rows;
-    lv_tensor *t = lv_tensor_new(dt, ndim, shape);
+    lv_tensor *t;
+    int rc = lv_weights_new(w, dt, ndim, shape, &t);
+    if (rc != LV_OK)
+        return rc;
     float *row = malloc((size_t)n * sizeof *row);
-    if (!t || !row || lv_weights_keep(w, t, NULL) != LV_OK) {
-        lv_tensor_free(t);
-        free(row);
+    if (!row)
         return lv_error_status(LV_ENOMEM, "out of memory for random weights");
-    }
     double sd = 1.0 / sqrt((double)fan_in);
     for (int64_t r = 0; r < (ndim > 1 ? rows : 1); r++) {
         for (int64_t i = 0; i < n; i++) {
@@ -154,7 +194,6 @@ int lv_weights_random(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t
                        n);
     }
     free(row);
-    lv_tensor_set_frozen(t);
     *out = t;
     return LV_OK;
 }
@@ -165,7 +204,10 @@ void lv_weights_done(struct lv_weights *w)
         lv_tensor_free(w->tensors[i]);
     for (int i = 0; i < w->n_copies; i++)
         free(w->copies[i]);
+    for (int i = 0; i < w->n_slabs; i++)
+        lv_zfree(w->slabs[i].p, w->slabs[i].size);
     free(w->tensors);
     free(w->copies);
+    free(w->slabs);
     memset(w, 0, sizeof *w);
 }

@@ -14,15 +14,32 @@
 #include "io/checkpoint.h"
 #include "lavinia/tensor.h"
 
+/* A big zeroed block (lv_zalloc) that weights the set makes are carved out of. */
+struct lv_weights_slab {
+    char *p;
+    size_t size, used;
+};
+
 struct lv_weights {
     lv_tensor **tensors;          /* every header handed out */
-    void **copies;                /* data copied or converted */
-    int n_tensors, n_copies;
+    void **copies;                /* data copied (malloc'ed) */
+    struct lv_weights_slab *slabs;
+    int n_tensors, n_copies, n_slabs;
     bool converted;               /* k-quants were converted (said once on stderr) */
 };
 
 /* The tensor called name (canonical) in ck; an error names the file and the tensor. */
 int lv_weights_get(struct lv_weights *w, const struct lv_checkpoint *ck, const char *name,
+                   lv_tensor **out);
+/*
+ * A zeroed frozen tensor whose data belongs to the set: weights the set makes (random,
+ * converted, quantised) are carved out of slabs of LV_WEIGHTS_SLAB bytes (bigger tensors get
+ * their own), 2 MiB-aligned blocks advised for huge pages (lv_zalloc). So small weights sit
+ * on huge pages too: a decode step streams dozens of weights of 0.5-2 MiB, and with each one
+ * on 4 KiB pages of its own the TLB misses cost 9% of a Q8_0 token (docs/NOTES.md).
+ */
+#define LV_WEIGHTS_SLAB ((size_t)32 << 20)
+int lv_weights_new(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t *shape,
                    lv_tensor **out);
 /* Adopt a tensor (and its copied data, or NULL) to free with the set. */
 int lv_weights_keep(struct lv_weights *w, lv_tensor *t, void *copy);
