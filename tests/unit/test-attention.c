@@ -222,8 +222,8 @@ static lv_tensor *rows_of(const lv_tensor *t, int64_t start, int64_t len)
 /*
  * A prompt of `prompt` tokens, then single tokens, through one cache: each call's rows equal
  * the same rows of a causal pass over all `all` positions at once. Heads of D = 8 decode key
- * by key; D = 32 over 300 positions decodes through sgemv in two chunks of the head-major
- * cache.
+ * by key; D = 32 over 300 positions decodes through the SIMD path's row kernels in two
+ * chunks of the head-major cache.
  */
 static void test_kv_cache(int64_t D, int64_t all, int64_t prompt)
 {
@@ -269,8 +269,9 @@ static void test_kv_cache(int64_t D, int64_t all, int64_t prompt)
             lv_tensor *o = lv_attention(g, qp, kp, vp, NULL, &cache, scale, LV_ATTN_CAUSAL);
             snprintf(label, sizeof label, "kv cache D%lld: step %d (positions %lld..%lld)",
                      (long long)D, step, (long long)start, (long long)(start + len - 1));
-            /* Same keys, same order as the full pass's rows: equal up to rounding. */
-            tu_check_tensor(label, o, full + start * qrow, 1e-6);
+            /* Same keys as the full pass's rows, summed in another order: equal up to
+             * rounding (a few units in the last place of 300 terms). */
+            tu_check_tensor(label, o, full + start * qrow, 4e-6);
             tu_check_tensor(label, o, ref + start * qrow, TOL);
             tu_assert(cache.len == start + len, "%s: cache len %lld, want %lld", label,
                       (long long)cache.len, (long long)(start + len));
@@ -376,7 +377,7 @@ int main(int argc, char **argv)
         { .ndim = 3, .B = 1, .T = 12, .S = 12, .H = 3, .KV = 1, .D = 5, .mask = true },
         /* One query after 8 keys, as in decoding. */
         { .ndim = 3, .B = 1, .T = 1, .S = 9, .H = 4, .KV = 2, .D = 8, .flags = LV_ATTN_CAUSAL },
-        /* Decoding rows through sgemv (heads of 16 and more) over more than one 256-key chunk
+        /* Decoding rows through the row kernels (heads of 16 and more) over more than one chunk
          * (the running maximum carried and rescaled between chunks), with a mask that hides
          * all of row 1; recorded, the same rows go key by key. */
         { .ndim = 3, .B = 1, .T = 1, .S = 300, .H = 2, .KV = 1, .D = 16,

@@ -5,7 +5,9 @@
  * unroll boundary and of NF4 rows (codes and block scales) of 1 to 65 blocks, and
  * matrix-vector products (the decode path of lv_linear) for 1 to 4 rows, each within 1e-6 of
  * the float64 result relative to sum |x_i w_i| (a summation-order bound); F16 and BF16 rows
- * widened to F32 bit for bit as the portable conversion; then, with the whole library on that
+ * widened to F32 bit for bit as the portable conversion; the decoding attention's row kernels
+ * (scores against strided key rows, weighted sums of value rows) at head sizes around every
+ * vector width and register block, within 1e-6 the same way; then, with the whole library on that
  * path, lv_linear at M = 1 against M = 5 (sgemm) and its input gradient at M = 1 against the
  * column sums of W, for every weight type including NF4.
  */
@@ -119,6 +121,58 @@ static void nf4_dots(const struct cpu_simd *s)
     free(x);
     free(sc);
     free(q);
+}
+
+/* The attention row kernels: n keys (and values) ld floats apart, head sizes on either side
+ * of every vector width and of the register blocks of the weighted sum (64 and 128 values). */
+static void attn_rows(const struct cpu_simd *s)
+{
+    static const int64_t heads[] = { 1, 4, 8, 16, 20, 24, 64, 80, 128, 136, 200 };
+    static const int64_t keys[] = { 1, 3, 4, 5, 37 };
+    int64_t dmax = 200, nmax = 37, ld = dmax + 3;
+    float *q = malloc((size_t)dmax * sizeof *q), *kv = malloc((size_t)(nmax * ld) * sizeof *kv);
+    float *sc = malloc((size_t)nmax * sizeof *sc), *o = malloc((size_t)dmax * sizeof *o);
+    double worst_s = 0.0, worst_o = 0.0;
+    for (int64_t i = 0; i < nmax * ld; i++)
+        kv[i] = (float)tu_randn();
+    for (size_t di = 0; di < sizeof heads / sizeof heads[0]; di++) {
+        int64_t D = heads[di];
+        for (int64_t d = 0; d < D; d++)
+            q[d] = (float)tu_randn();
+        for (size_t ni = 0; ni < sizeof keys / sizeof keys[0]; ni++) {
+            int64_t n = keys[ni];
+            for (int64_t d = 0; d < dmax; d++)
+                o[d] = d < D ? (float)tu_randn() : 7.0f;      /* past D: must stay 7 */
+            float o0[200];
+            memcpy(o0, o, sizeof o0);
+            s->attn_scores(sc, q, kv, n, D, ld, 0.25f);
+            /* sc as the weights of the same rows read as values */
+            s->attn_accum(o, sc, kv, n, D, ld);
+            for (int64_t j = 0; j < n; j++) {
+                double ref = 0.0, mag = 0.0;
+                for (int64_t d = 0; d < D; d++) {
+                    ref += 0.25 * (double)q[d] * kv[j * ld + d];
+                    mag += 0.25 * fabs((double)q[d] * kv[j * ld + d]);
+                }
+                worst_s = fmax(worst_s, fabs(sc[j] - ref) / mag);
+            }
+            for (int64_t d = 0; d < dmax; d++) {
+                double ref = o0[d], mag = fabs(o0[d]);
+                for (int64_t j = 0; d < D && j < n; j++) {
+                    ref += (double)sc[j] * kv[j * ld + d];
+                    mag += fabs((double)sc[j] * kv[j * ld + d]);
+                }
+                worst_o = fmax(worst_o, d < D ? fabs(o[d] - ref) / mag : (o[d] != 7.0f));
+            }
+        }
+    }
+    tu_assert(worst_s <= 1e-6 && worst_o <= 1e-6,
+              "%s: attention rows, heads of 1 to 200 over 1 to 37 keys: worst score error "
+              "%.2e, weighted sum %.2e of sum |terms|", s->name, worst_s, worst_o);
+    free(q);
+    free(kv);
+    free(sc);
+    free(o);
 }
 
 /* F16 and BF16 widened by the path equal lv_convert_row bit for bit (every finite pattern) */
@@ -305,6 +359,7 @@ int main(int argc, char **argv)
         nf4_dots(s);
         widen(s);
         gemv(s);
+        attn_rows(s);
         /* the whole library on this path */
         cpu_simd_use((enum cpu_simd_level)l);
         linear_paths(s->name);

@@ -10,11 +10,12 @@
  *
  * Forward, few queries (decoding): one pass over the visible keys in chunks of
  * ATTN_ROW_CHUNK with a running maximum (the online softmax of flash attention): each chunk's
- * scores and its weighted values are two single-threaded sgemv calls, and when the maximum
- * grows, the partial sum and the partial output row are rescaled, so no S-sized scratch is
- * needed. Many queries (prompts, images, training): blocks of query rows of one head go
- * through two single-threaded sgemm calls, scores = scale q k^T into the thread's scratch, a
- * softmax per row in place, out = P v. Both store
+ * scores and its weighted values are two calls of the SIMD path's row kernels (cpu-simd.c,
+ * each key and value row read once), and when the maximum grows, the partial sum and the
+ * partial output row are rescaled, so no S-sized scratch is needed. Many queries (prompts,
+ * images, training): blocks of query rows of one head go through two single-threaded sgemm
+ * calls, scores = scale q k^T into the thread's scratch, a softmax per row in place,
+ * out = P v. Both store
  *     lse[b, h, t] = log sum_s exp(scale * q_t . k_s)   over visible s
  * and nothing else: no (T, S) probability matrix is kept.
  *
@@ -91,7 +92,7 @@ static void kv_layout(struct attn *a, int64_t kv_stride)
 /* keys a decoding row scores at a time, on the stack */
 #define ATTN_ROW_CHUNK 256
 /* below this head size or key count, a decoding row goes key by key */
-#define ATTN_SGEMV_MIN 16
+#define ATTN_CHUNKED_MIN 16
 
 /* A new running maximum nm > *m: what was summed against the old one is rescaled. */
 static inline void row_rescale(float *o, int64_t D, double *l, float *m, float nm)
@@ -120,8 +121,8 @@ static inline void row_finish(float *o, int64_t D, double l, float m, float *lse
 }
 
 /* Out and lse of query row i = (b * H + h) * T + t (the index of lse). The keys go by in
- * chunks: one single-threaded sgemv scores a chunk, and when the chunk's maximum exceeds the
- * running one, what was summed so far is rescaled; a second sgemv adds the chunk's weighted
+ * chunks: the path's attn_scores scores a chunk, and when the chunk's maximum exceeds the
+ * running one, what was summed so far is rescaled; its attn_accum adds the chunk's weighted
  * values to the output row. */
 static inline void attn_forward_row(const struct attn *a, float *out, float *lse, int64_t i)
 {
@@ -133,6 +134,7 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     float *o = out + ((b * T + t) * H + h) * D;
     const int32_t *mr = a->mask ? a->mask + t * S : NULL;
     int64_t send = key_end(t, T, S, a->causal);
+    const struct cpu_simd *simd = cpu_simd();
     float sc[ATTN_ROW_CHUNK];
 
     for (int64_t d = 0; d < D; d++)
@@ -141,8 +143,7 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
     double l = 0.0;        /* sum of exp(score - m) so far */
     for (int64_t s0 = 0; s0 < send; s0 += ATTN_ROW_CHUNK) {
         int64_t n = send - s0 < ATTN_ROW_CHUNK ? send - s0 : ATTN_ROW_CHUNK;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, a->scale,
-                    kb + s0 * ld, (blasint)ld, qr, 1, 0.0f, sc, 1);
+        simd->attn_scores(sc, qr, kb + s0 * ld, n, D, ld, a->scale);
         float cm = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
             if (mr && mr[s0 + j])
@@ -157,15 +158,14 @@ static inline void attn_forward_row(const struct attn *a, float *out, float *lse
             sc[j] = sc[j] == -INFINITY ? 0.0f : expf(sc[j] - m);
             l += sc[j];
         }
-        cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)n, (blasint)D, 1.0f, vb + s0 * ld,
-                    (blasint)ld, sc, 1, 1.0f, o, 1);
+        simd->attn_accum(o, sc, vb + s0 * ld, n, D, ld);
     }
     row_finish(o, D, l, m, &lse[i]);
 }
 
 /* The same row key by key, scored with dot_f32 as the backward rescores them (so a training
  * step's lse matches its backward bit for bit): training steps, and heads too small for
- * sgemv calls to pay. */
+ * chunked calls to pay. */
 static inline void attn_forward_row_exact(const struct attn *a, float *out, float *lse, int64_t i)
 {
     int64_t T = a->T, S = a->S, H = a->H, D = a->D;
@@ -261,7 +261,7 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
         return;
     }
     /* Fewer than ATTN_GEMM_MIN_T queries: rows of nearly equal cost, split evenly. */
-    bool exact = for_grad || D < ATTN_SGEMV_MIN || S < ATTN_SGEMV_MIN;
+    bool exact = for_grad || D < ATTN_CHUNKED_MIN || S < ATTN_CHUNKED_MIN;
     CPU_FOR(B * H * T * S * D, i, B * H * T, {
         if (exact)
             attn_forward_row_exact(&a, out, lse, i);

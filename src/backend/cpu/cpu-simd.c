@@ -10,6 +10,11 @@
  * against a weight matrix whose rows are contiguous). Each streams one weight row once, with
  * four independent accumulators, converting F16/BF16 on the fly, so narrow weights are read
  * at their own width instead of being widened into a buffer first.
+ *
+ * The attention row kernels serve decoding too: the scores of one query against a run of
+ * cached keys, and the weighted sum of the cached values, each key or value row read once
+ * (OpenBLAS's sgemv on the generic path; its call and set-up cost a third of the attention of
+ * a decode step on the 110M model next to these, docs/NOTES.md).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -17,6 +22,7 @@
 
 #include "backend/cpu/cpu.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +123,20 @@ static float dot_q4_0_generic(const float *x, const void *w, int64_t k)
 }
 
 #ifdef LV_X86
+static void attn_scores_generic(float *sc, const float *q, const float *k, int64_t n,
+                                int64_t D, int64_t ld, float scale)
+{
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)D, scale, k, (blasint)ld, q,
+                1, 0.0f, sc, 1);
+}
+
+static void attn_accum_generic(float *o, const float *p, const float *v, int64_t n, int64_t D,
+                               int64_t ld)
+{
+    cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)n, (blasint)D, 1.0f, v, (blasint)ld, p, 1,
+                1.0f, o, 1);
+}
+
 /* --- AVX2 + FMA + F16C ------------------------------------------------------------------ */
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -271,6 +291,95 @@ AVX2 static float nf4_dot_avx2(const float *x, const unsigned char *q, const flo
     return hsum256(acc);
 }
 
+/* lanes [0, n) of 8 set, as maskload wants them */
+AVX2 static __m256i lanes8(int64_t n)
+{
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
+}
+
+/* Four keys at a time, each with its own accumulator; a head's tail under 8 values through a
+ * masked load. */
+AVX2 static void attn_scores_avx2(float *sc, const float *q, const float *k, int64_t n,
+                                  int64_t D, int64_t ld, float scale)
+{
+    int64_t D8 = D / 8 * 8;
+    __m256i tail = lanes8(D - D8);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + j * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t d = 0; d < D8; d += 8) {
+            __m256 qv = _mm256_loadu_ps(q + d);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+        }
+        if (D8 < D) {
+            __m256 qv = _mm256_maskload_ps(q + D8, tail);
+            a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k0 + D8, tail), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k1 + D8, tail), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k2 + D8, tail), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k3 + D8, tail), a3);
+        }
+        sc[j] = scale * hsum256(a0);
+        sc[j + 1] = scale * hsum256(a1);
+        sc[j + 2] = scale * hsum256(a2);
+        sc[j + 3] = scale * hsum256(a3);
+    }
+    for (; j < n; j++) {
+        const float *kr = k + j * ld;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t d = 0; d < D8; d += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), a);
+        if (D8 < D)
+            a = _mm256_fmadd_ps(_mm256_maskload_ps(q + D8, tail),
+                                _mm256_maskload_ps(kr + D8, tail), a);
+        sc[j] = scale * hsum256(a);
+    }
+}
+
+/* o[0, 8 nv) += sum_j p[j] v_j, the last of the nv vectors masked by last; nv is a constant
+ * where this is inlined, so the accumulators stay in registers */
+__attribute__((always_inline)) AVX2 static inline void
+accum_avx2(float *o, const float *p, const float *v, int64_t n, int64_t ld, int nv, __m256i last)
+{
+    __m256i all = _mm256_set1_epi32(-1);
+    __m256 acc[8];
+    for (int i = 0; i < nv; i++)
+        acc[i] = _mm256_maskload_ps(o + 8 * i, i == nv - 1 ? last : all);
+    for (int64_t j = 0; j < n; j++) {
+        __m256 pj = _mm256_set1_ps(p[j]);
+        const float *vr = v + j * ld;
+        for (int i = 0; i < nv; i++)
+            acc[i] = _mm256_fmadd_ps(pj, _mm256_maskload_ps(vr + 8 * i, i == nv - 1 ? last : all),
+                                     acc[i]);
+    }
+    for (int i = 0; i < nv; i++)
+        _mm256_maskstore_ps(o + 8 * i, i == nv - 1 ? last : all, acc[i]);
+}
+
+/* 64 values of o at a time in registers: one pass over the values for heads up to 64 */
+AVX2 static void attn_accum_avx2(float *o, const float *p, const float *v, int64_t n, int64_t D,
+                                 int64_t ld)
+{
+    for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        int64_t w = D - d0 < 64 ? D - d0 : 64;
+        __m256i last = lanes8(w % 8 ? w % 8 : 8);
+        switch ((w + 7) / 8) {
+        case 1: accum_avx2(o + d0, p, v + d0, n, ld, 1, last); break;
+        case 2: accum_avx2(o + d0, p, v + d0, n, ld, 2, last); break;
+        case 3: accum_avx2(o + d0, p, v + d0, n, ld, 3, last); break;
+        case 4: accum_avx2(o + d0, p, v + d0, n, ld, 4, last); break;
+        case 5: accum_avx2(o + d0, p, v + d0, n, ld, 5, last); break;
+        case 6: accum_avx2(o + d0, p, v + d0, n, ld, 6, last); break;
+        case 7: accum_avx2(o + d0, p, v + d0, n, ld, 7, last); break;
+        default: accum_avx2(o + d0, p, v + d0, n, ld, 8, last); break;
+        }
+    }
+}
+
 /* --- AVX-512F --------------------------------------------------------------------------- */
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -398,6 +507,87 @@ AVX512 static float dot_q4_0_avx512(const float *x, const void *w, int64_t k)
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
+/* Four keys at a time, as attn_scores_avx2, 16 values a step */
+AVX512 static void attn_scores_avx512(float *sc, const float *q, const float *k, int64_t n,
+                                      int64_t D, int64_t ld, float scale)
+{
+    int64_t D16 = D / 16 * 16;
+    __mmask16 tail = (__mmask16)((1u << (D - D16)) - 1u);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + j * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t d = 0; d < D16; d += 16) {
+            __m512 qv = _mm512_loadu_ps(q + d);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + d), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k2 + d), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k3 + d), a3);
+        }
+        if (tail) {
+            __m512 qv = _mm512_maskz_loadu_ps(tail, q + D16);
+            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k0 + D16), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k1 + D16), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k2 + D16), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k3 + D16), a3);
+        }
+        sc[j] = scale * _mm512_reduce_add_ps(a0);
+        sc[j + 1] = scale * _mm512_reduce_add_ps(a1);
+        sc[j + 2] = scale * _mm512_reduce_add_ps(a2);
+        sc[j + 3] = scale * _mm512_reduce_add_ps(a3);
+    }
+    for (; j < n; j++) {
+        const float *kr = k + j * ld;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t d = 0; d < D16; d += 16)
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr + d), a);
+        if (tail)
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q + D16),
+                                _mm512_maskz_loadu_ps(tail, kr + D16), a);
+        sc[j] = scale * _mm512_reduce_add_ps(a);
+    }
+}
+
+/* as accum_avx2, 16 values a vector */
+__attribute__((always_inline)) AVX512 static inline void
+accum_avx512(float *o, const float *p, const float *v, int64_t n, int64_t ld, int nv,
+             __mmask16 last)
+{
+    __m512 acc[8];
+    for (int i = 0; i < nv; i++)
+        acc[i] = _mm512_maskz_loadu_ps(i == nv - 1 ? last : (__mmask16)0xffff, o + 16 * i);
+    for (int64_t j = 0; j < n; j++) {
+        __m512 pj = _mm512_set1_ps(p[j]);
+        const float *vr = v + j * ld;
+        for (int i = 0; i < nv; i++)
+            acc[i] = _mm512_fmadd_ps(
+                pj, _mm512_maskz_loadu_ps(i == nv - 1 ? last : (__mmask16)0xffff, vr + 16 * i),
+                acc[i]);
+    }
+    for (int i = 0; i < nv; i++)
+        _mm512_mask_storeu_ps(o + 16 * i, i == nv - 1 ? last : (__mmask16)0xffff, acc[i]);
+}
+
+/* 128 values of o at a time in registers: one pass over the values for heads up to 128 */
+AVX512 static void attn_accum_avx512(float *o, const float *p, const float *v, int64_t n,
+                                     int64_t D, int64_t ld)
+{
+    for (int64_t d0 = 0; d0 < D; d0 += 128) {
+        int64_t w = D - d0 < 128 ? D - d0 : 128;
+        __mmask16 last = (__mmask16)(w % 16 ? (1u << (w % 16)) - 1u : 0xffffu);
+        switch ((w + 15) / 16) {
+        case 1: accum_avx512(o + d0, p, v + d0, n, ld, 1, last); break;
+        case 2: accum_avx512(o + d0, p, v + d0, n, ld, 2, last); break;
+        case 3: accum_avx512(o + d0, p, v + d0, n, ld, 3, last); break;
+        case 4: accum_avx512(o + d0, p, v + d0, n, ld, 4, last); break;
+        case 5: accum_avx512(o + d0, p, v + d0, n, ld, 5, last); break;
+        case 6: accum_avx512(o + d0, p, v + d0, n, ld, 6, last); break;
+        case 7: accum_avx512(o + d0, p, v + d0, n, ld, 7, last); break;
+        default: accum_avx512(o + d0, p, v + d0, n, ld, 8, last); break;
+        }
+    }
+}
+
 #endif /* LV_X86 */
 
 /* --- the table and the choice ------------------------------------------------------------ */
@@ -407,19 +597,25 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
                            .dot = { [LV_F32] = dot_f32_generic, [LV_F16] = dot_f16_generic,
                                     [LV_BF16] = dot_bf16_generic, [LV_Q8_0] = dot_q8_0_generic,
                                     [LV_Q4_0] = dot_q4_0_generic },
-                           .nf4_dot = nf4_dot_generic },
+                           .nf4_dot = nf4_dot_generic,
+                           .attn_scores = attn_scores_generic,
+                           .attn_accum = attn_accum_generic },
 #ifdef LV_X86
     [CPU_SIMD_AVX2] = { .name = "avx2",
                         .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
                                  [LV_BF16] = dot_bf16_avx2, [LV_Q8_0] = dot_q8_0_avx2,
                                  [LV_Q4_0] = dot_q4_0_avx2 },
                         .nf4_dot = nf4_dot_avx2,
+                        .attn_scores = attn_scores_avx2,
+                        .attn_accum = attn_accum_avx2,
                         .to_f32 = { [LV_F16] = f16_to_f32_avx2, [LV_BF16] = bf16_to_f32_avx2 } },
     [CPU_SIMD_AVX512] = { .name = "avx512",
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
                                    [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
                                    [LV_Q4_0] = dot_q4_0_avx512 },
                           .nf4_dot = nf4_dot_avx512,
+                          .attn_scores = attn_scores_avx512,
+                          .attn_accum = attn_accum_avx512,
                           .to_f32 = { [LV_F16] = f16_to_f32_avx2, [LV_BF16] = bf16_to_f32_avx2 } },
 #endif
 };

@@ -119,6 +119,12 @@ struct cpu_simd {
     cpu_dot_fn dot[LV_DTYPE_COUNT];      /* by dtype: F32, F16, BF16, Q8_0, Q4_0 (I32, NF4:
                                             NULL) */
     cpu_nf4_dot_fn nf4_dot;
+    /* Decoding attention, one query row against n cached rows ld floats apart (D values
+     * each): sc[j] = scale * q . k_j, and o (D) += sum_j p[j] v_j. */
+    void (*attn_scores)(float *sc, const float *q, const float *k, int64_t n, int64_t D,
+                        int64_t ld, float scale);
+    void (*attn_accum)(float *o, const float *p, const float *v, int64_t n, int64_t D,
+                       int64_t ld);
     /* F16 and BF16 rows widened to F32 (exact; NULL: lv_convert_row) */
     void (*to_f32[LV_DTYPE_COUNT])(float *y, const void *x, int64_t n);
 };
