@@ -36,9 +36,16 @@
 static inline float rmsnorm_row(float *yr, const float *xr, const float *w, int64_t C,
                                 float eps)
 {
-    double ss = 0.0;
-    for (int64_t c = 0; c < C; c++)
-        ss += (double)xr[c] * xr[c];
+    /* four running sums, so the adds do not wait on each other (a decode step's rows of 768
+     * were latency-bound on one chain) */
+    double s4[4] = { 0.0, 0.0, 0.0, 0.0 };
+    int64_t c = 0;
+    for (; c + 4 <= C; c += 4)
+        for (int k = 0; k < 4; k++)
+            s4[k] += (double)xr[c + k] * xr[c + k];
+    for (; c < C; c++)
+        s4[0] += (double)xr[c] * xr[c];
+    double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
     float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
     if (w) {
         for (int64_t c = 0; c < C; c++)

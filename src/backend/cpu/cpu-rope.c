@@ -19,6 +19,11 @@
  * Threads: the (t, i) pairs are split across threads (CPU_FOR, cpu.h); each computes its cos
  * and sin once and rotates that pair in every batch row and head. Each output element is
  * written by one thread.
+ *
+ * Decoding rotates q and k of every layer at the same few positions: up to ROPE_TABLE pairs,
+ * the cosines and sines are kept in a per-thread table and reused while the positions and the
+ * parameters stay the same (the same arithmetic, so the same bits; a step of the 110M model
+ * made 24 tables of 32 pairs, 2.4 us each).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -53,6 +58,53 @@ static inline void rope_pair(float *y, const float *x, int64_t B, int64_t T, int
     }
 }
 
+/* cos and sin of pair i of a token at position p */
+static inline void rope_angle(int32_t p, int64_t i, int64_t D, float base, float freq_scale,
+                              float *c, float *s)
+{
+    double inv_freq = pow((double)base, -2.0 * (double)i / (double)D);
+    double theta = (double)p / (double)freq_scale * inv_freq;
+    *c = (float)cos(theta);
+    *s = (float)sin(theta);
+}
+
+#define ROPE_TABLE 512
+
+/* The last few positions' cosines and sines, pair-major per token (t * D/2 + i). */
+struct rope_table {
+    int64_t T, D;
+    float base, freq_scale;
+    int32_t pos[ROPE_TABLE];
+    float c[ROPE_TABLE], s[ROPE_TABLE];
+};
+
+/* The table for (pos, T, D, base, freq_scale), from the thread's cache when it matches; NULL
+ * when T * D/2 is more than it holds. */
+static const struct rope_table *rope_table(const int32_t *pos, int64_t T, int64_t D, float base,
+                                           float freq_scale)
+{
+    static _Thread_local struct rope_table tab;
+    int64_t half = D / 2;
+    if (T * half > ROPE_TABLE || half == 0)
+        return NULL;
+    bool same = tab.T == T && tab.D == D && tab.base == base && tab.freq_scale == freq_scale;
+    for (int64_t t = 0; same && t < T; t++)
+        same = tab.pos[t] == pos[t];
+    if (!same) {
+        for (int64_t t = 0; t < T; t++) {
+            tab.pos[t] = pos[t];
+            for (int64_t i = 0; i < half; i++)
+                rope_angle(pos[t], i, D, base, freq_scale, &tab.c[t * half + i],
+                           &tab.s[t * half + i]);
+        }
+        tab.T = T;
+        tab.D = D;
+        tab.base = base;
+        tab.freq_scale = freq_scale;
+    }
+    return &tab;
+}
+
 /* Rotate every pair of x by sgn * theta into y (add: y += instead of y =). */
 static void rope_apply(float *y, const float *x, const int32_t *pos, int64_t B, int64_t T,
                        int64_t H, int64_t D, int mode, float base, float freq_scale, float sgn,
@@ -64,15 +116,21 @@ static void rope_apply(float *y, const float *x, const int32_t *pos, int64_t B, 
     int64_t step = mode == LV_ROPE_META ? 2 : 1;
     int64_t off = mode == LV_ROPE_META ? 1 : half;
 
-    /* One index per (t, i) pair, t-major. */
-    CPU_FOR(B * T * H * D, ti, T * half, {
-        int64_t t = ti / half, i = ti % half;
-        double inv_freq = pow((double)base, -2.0 * (double)i / (double)D);
-        double theta = (double)pos[t] / (double)freq_scale * inv_freq;
-        float c = (float)cos(theta);
-        float s = sgn * (float)sin(theta);
-        rope_pair(y, x, B, T, H, D, t, i * step, i * step + off, c, s, add);
-    });
+    /* One index per (t, i) pair, t-major; few pairs: from the thread's table, in one loop */
+    const struct rope_table *tab = cpu_parallel_worth(B * T * H * D)
+                                       ? NULL : rope_table(pos, T, D, base, freq_scale);
+    if (tab) {
+        for (int64_t ti = 0; ti < T * half; ti++)
+            rope_pair(y, x, B, T, H, D, ti / half, ti % half * step, ti % half * step + off,
+                      tab->c[ti], sgn * tab->s[ti], add);
+    } else {
+        CPU_FOR(B * T * H * D, ti, T * half, {
+            int64_t t = ti / half, i = ti % half;
+            float c, s;
+            rope_angle(pos[t], i, D, base, freq_scale, &c, &s);
+            rope_pair(y, x, B, T, H, D, t, i * step, i * step + off, c, sgn * s, add);
+        });
+    }
     if (D % 2) {
         int64_t rows = B * T * H;
         CPU_FOR(rows, r, rows, {

@@ -125,6 +125,9 @@ struct cpu_simd {
                         int64_t ld, float scale);
     void (*attn_accum)(float *o, const float *p, const float *v, int64_t n, int64_t D,
                        int64_t ld);
+    /* y = silu(gate) * up, silu(g) = g / (1 + exp(-g)): libm's expf on the generic path, a
+     * polynomial exp within 2 ulp of it on the others */
+    void (*swiglu)(float *y, const float *gate, const float *up, int64_t n);
     /* F16 and BF16 rows widened to F32 (exact; NULL: lv_convert_row) */
     void (*to_f32[LV_DTYPE_COUNT])(float *y, const void *x, int64_t n);
 };
