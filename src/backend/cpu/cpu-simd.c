@@ -320,117 +320,151 @@ AVX2 static __m256i lanes8(int64_t n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
 }
 
-/* Four keys at a time, each with its own accumulator; a head's tail under 8 values through a
- * masked load. */
+/* masked loads and stores with one signature for both widths */
+AVX2 static inline __m256 mload256(const float *p, __m256i m)
+{
+    return _mm256_maskload_ps(p, m);
+}
+
+AVX2 static inline void mstore256(float *p, __m256i m, __m256 v)
+{
+    _mm256_maskstore_ps(p, m, v);
+}
+
+/*
+ * The decoding attention's row kernels at one vector width B (256 or 512): W floats a vector,
+ * M the mask type, ALL a full mask, HSUM a horizontal sum. Scores go four keys at a time,
+ * each with its own accumulator, the head's last D % W values through a masked load
+ * (SCORES_BODY, with tail the mask of those values). The weighted sum keeps up to 8 vectors
+ * of o in registers (ACCUM_BODY, nv a constant where it is inlined, the last vector masked
+ * by last) and passes over the values once per 8 W of the head (ACCUM_SPLIT).
+ */
+#define SCORES_BODY(B, W, HSUM)                                                              \
+    int64_t DW = D / W * W, j = 0;                                                             \
+    for (; j + 4 <= n; j += 4) {                                                               \
+        const float *k0 = k + j * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;             \
+        __m##B a0 = _mm##B##_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                          \
+        for (int64_t d = 0; d < DW; d += W) {                                                  \
+            __m##B qv = _mm##B##_loadu_ps(q + d);                                              \
+            a0 = _mm##B##_fmadd_ps(qv, _mm##B##_loadu_ps(k0 + d), a0);                         \
+            a1 = _mm##B##_fmadd_ps(qv, _mm##B##_loadu_ps(k1 + d), a1);                         \
+            a2 = _mm##B##_fmadd_ps(qv, _mm##B##_loadu_ps(k2 + d), a2);                         \
+            a3 = _mm##B##_fmadd_ps(qv, _mm##B##_loadu_ps(k3 + d), a3);                         \
+        }                                                                                      \
+        if (DW < D) {                                                                          \
+            __m##B qv = mload##B(q + DW, tail);                                                \
+            a0 = _mm##B##_fmadd_ps(qv, mload##B(k0 + DW, tail), a0);                           \
+            a1 = _mm##B##_fmadd_ps(qv, mload##B(k1 + DW, tail), a1);                           \
+            a2 = _mm##B##_fmadd_ps(qv, mload##B(k2 + DW, tail), a2);                           \
+            a3 = _mm##B##_fmadd_ps(qv, mload##B(k3 + DW, tail), a3);                           \
+        }                                                                                      \
+        sc[j] = scale * HSUM(a0);                                                              \
+        sc[j + 1] = scale * HSUM(a1);                                                          \
+        sc[j + 2] = scale * HSUM(a2);                                                          \
+        sc[j + 3] = scale * HSUM(a3);                                                          \
+    }                                                                                          \
+    for (; j < n; j++) {                                                                       \
+        const float *kr = k + j * ld;                                                          \
+        __m##B a = _mm##B##_setzero_ps();                                                      \
+        for (int64_t d = 0; d < DW; d += W)                                                    \
+            a = _mm##B##_fmadd_ps(_mm##B##_loadu_ps(q + d), _mm##B##_loadu_ps(kr + d), a);     \
+        if (DW < D)                                                                            \
+            a = _mm##B##_fmadd_ps(mload##B(q + DW, tail), mload##B(kr + DW, tail), a);         \
+        sc[j] = scale * HSUM(a);                                                               \
+    }
+
+#define ACCUM_BODY(B, W, ALL)                                                                \
+    __m##B acc[8];                                                                             \
+    for (int i = 0; i < nv; i++)                                                               \
+        acc[i] = mload##B(o + W * i, i == nv - 1 ? last : ALL);                                \
+    for (int64_t j = 0; j < n; j++) {                                                          \
+        __m##B pj = _mm##B##_set1_ps(p[j]);                                                    \
+        const float *vr = v + j * ld;                                                          \
+        for (int i = 0; i < nv; i++)                                                           \
+            acc[i] = _mm##B##_fmadd_ps(pj, mload##B(vr + W * i, i == nv - 1 ? last : ALL),     \
+                                       acc[i]);                                                \
+    }                                                                                          \
+    for (int i = 0; i < nv; i++)                                                               \
+        mstore##B(o + W * i, i == nv - 1 ? last : ALL, acc[i]);
+
+#define ACCUM_SPLIT(W, ACCUM, LAST)                                                          \
+    for (int64_t d0 = 0; d0 < D; d0 += 8 * W) {                                                \
+        int64_t w = D - d0 < 8 * W ? D - d0 : 8 * W;                                           \
+        switch ((w + W - 1) / W) {                                                             \
+        case 1: ACCUM(o + d0, p, v + d0, n, ld, 1, LAST(w)); break;                            \
+        case 2: ACCUM(o + d0, p, v + d0, n, ld, 2, LAST(w)); break;                            \
+        case 3: ACCUM(o + d0, p, v + d0, n, ld, 3, LAST(w)); break;                            \
+        case 4: ACCUM(o + d0, p, v + d0, n, ld, 4, LAST(w)); break;                            \
+        case 5: ACCUM(o + d0, p, v + d0, n, ld, 5, LAST(w)); break;                            \
+        case 6: ACCUM(o + d0, p, v + d0, n, ld, 6, LAST(w)); break;                            \
+        case 7: ACCUM(o + d0, p, v + d0, n, ld, 7, LAST(w)); break;                            \
+        default: ACCUM(o + d0, p, v + d0, n, ld, 8, LAST(w)); break;                           \
+        }                                                                                      \
+    }
+
 AVX2 static void attn_scores_avx2(float *sc, const float *q, const float *k, int64_t n,
                                   int64_t D, int64_t ld, float scale)
 {
-    int64_t D8 = D / 8 * 8;
-    __m256i tail = lanes8(D - D8);
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + j * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t d = 0; d < D8; d += 8) {
-            __m256 qv = _mm256_loadu_ps(q + d);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
-        }
-        if (D8 < D) {
-            __m256 qv = _mm256_maskload_ps(q + D8, tail);
-            a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k0 + D8, tail), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k1 + D8, tail), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k2 + D8, tail), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k3 + D8, tail), a3);
-        }
-        sc[j] = scale * hsum256(a0);
-        sc[j + 1] = scale * hsum256(a1);
-        sc[j + 2] = scale * hsum256(a2);
-        sc[j + 3] = scale * hsum256(a3);
-    }
-    for (; j < n; j++) {
-        const float *kr = k + j * ld;
-        __m256 a = _mm256_setzero_ps();
-        for (int64_t d = 0; d < D8; d += 8)
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), a);
-        if (D8 < D)
-            a = _mm256_fmadd_ps(_mm256_maskload_ps(q + D8, tail),
-                                _mm256_maskload_ps(kr + D8, tail), a);
-        sc[j] = scale * hsum256(a);
-    }
+    __m256i tail = lanes8(D % 8);
+    SCORES_BODY(256, 8, hsum256)
 }
 
-/* o[0, 8 nv) += sum_j p[j] v_j, the last of the nv vectors masked by last; nv is a constant
- * where this is inlined, so the accumulators stay in registers */
 __attribute__((always_inline)) AVX2 static inline void
 accum_avx2(float *o, const float *p, const float *v, int64_t n, int64_t ld, int nv, __m256i last)
 {
-    __m256i all = _mm256_set1_epi32(-1);
-    __m256 acc[8];
-    for (int i = 0; i < nv; i++)
-        acc[i] = _mm256_maskload_ps(o + 8 * i, i == nv - 1 ? last : all);
-    for (int64_t j = 0; j < n; j++) {
-        __m256 pj = _mm256_set1_ps(p[j]);
-        const float *vr = v + j * ld;
-        for (int i = 0; i < nv; i++)
-            acc[i] = _mm256_fmadd_ps(pj, _mm256_maskload_ps(vr + 8 * i, i == nv - 1 ? last : all),
-                                     acc[i]);
-    }
-    for (int i = 0; i < nv; i++)
-        _mm256_maskstore_ps(o + 8 * i, i == nv - 1 ? last : all, acc[i]);
+    ACCUM_BODY(256, 8, _mm256_set1_epi32(-1))
 }
 
-/* 64 values of o at a time in registers: one pass over the values for heads up to 64 */
+/* the mask of the last vector of w values */
+#define LAST8(w) lanes8((w) % 8 ? (w) % 8 : 8)
+
 AVX2 static void attn_accum_avx2(float *o, const float *p, const float *v, int64_t n, int64_t D,
                                  int64_t ld)
 {
-    for (int64_t d0 = 0; d0 < D; d0 += 64) {
-        int64_t w = D - d0 < 64 ? D - d0 : 64;
-        __m256i last = lanes8(w % 8 ? w % 8 : 8);
-        switch ((w + 7) / 8) {
-        case 1: accum_avx2(o + d0, p, v + d0, n, ld, 1, last); break;
-        case 2: accum_avx2(o + d0, p, v + d0, n, ld, 2, last); break;
-        case 3: accum_avx2(o + d0, p, v + d0, n, ld, 3, last); break;
-        case 4: accum_avx2(o + d0, p, v + d0, n, ld, 4, last); break;
-        case 5: accum_avx2(o + d0, p, v + d0, n, ld, 5, last); break;
-        case 6: accum_avx2(o + d0, p, v + d0, n, ld, 6, last); break;
-        case 7: accum_avx2(o + d0, p, v + d0, n, ld, 7, last); break;
-        default: accum_avx2(o + d0, p, v + d0, n, ld, 8, last); break;
-        }
-    }
+    ACCUM_SPLIT(8, accum_avx2, LAST8)
 }
+
+/*
+ * exp and SwiGLU at one vector width B (256 or 512) with its rounding intrinsic ROUND: the
+ * body of exp_avxN(x) and of swiglu_avxN's loop, 8 or 16 values a step.
+ */
+#define EXP_BODY(B, ROUND)                                                                   \
+    x = _mm##B##_min_ps(_mm##B##_max_ps(x, _mm##B##_set1_ps(EXP_LO)),                          \
+                        _mm##B##_set1_ps(EXP_HI));                                             \
+    __m##B n = ROUND(_mm##B##_mul_ps(x, _mm##B##_set1_ps(EXP_LOG2E)),                          \
+                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                           \
+    __m##B r = _mm##B##_fnmadd_ps(n, _mm##B##_set1_ps(EXP_LN2_HI), x);                         \
+    r = _mm##B##_fnmadd_ps(n, _mm##B##_set1_ps(EXP_LN2_LO), r);                                \
+    __m##B p = _mm##B##_set1_ps(EXP_P0);                                                       \
+    p = _mm##B##_fmadd_ps(p, r, _mm##B##_set1_ps(EXP_P1));                                     \
+    p = _mm##B##_fmadd_ps(p, r, _mm##B##_set1_ps(EXP_P2));                                     \
+    p = _mm##B##_fmadd_ps(p, r, _mm##B##_set1_ps(EXP_P3));                                     \
+    p = _mm##B##_fmadd_ps(p, r, _mm##B##_set1_ps(EXP_P4));                                     \
+    p = _mm##B##_fmadd_ps(p, r, _mm##B##_set1_ps(EXP_P5));                                     \
+    p = _mm##B##_fmadd_ps(p, _mm##B##_mul_ps(r, r), _mm##B##_add_ps(r, _mm##B##_set1_ps(1.0f))); \
+    __m##B##i e = _mm##B##_slli_epi32(_mm##B##_cvtps_epi32(n), 23);                            \
+    return _mm##B##_castsi##B##_ps(_mm##B##_add_epi32(_mm##B##_castps_si##B(p), e));
+
+#define SWIGLU_BODY(B, EXP)                                                                  \
+    int64_t i = 0, w = B / 32;                                                                 \
+    for (; i + w <= n; i += w) {                                                               \
+        __m##B g = _mm##B##_loadu_ps(gate + i);                                                \
+        __m##B d = _mm##B##_add_ps(_mm##B##_set1_ps(1.0f),                                     \
+                                   EXP(_mm##B##_sub_ps(_mm##B##_setzero_ps(), g)));            \
+        _mm##B##_storeu_ps(y + i, _mm##B##_mul_ps(_mm##B##_div_ps(g, d),                       \
+                                                  _mm##B##_loadu_ps(up + i)));                 \
+    }                                                                                          \
+    swiglu_generic(y + i, gate + i, up + i, n - i);
 
 AVX2 static __m256 exp_avx2(__m256 x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    EXP_BODY(256, _mm256_round_ps)
 }
 
 /* y = gate / (1 + exp(-gate)) * up, 8 at a time; the tail as the generic path does it */
 AVX2 static void swiglu_avx2(float *y, const float *gate, const float *up, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f),
-                                 exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g)));
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(g, d), _mm256_loadu_ps(up + i)));
-    }
-    swiglu_generic(y + i, gate + i, up + i, n - i);
+    SWIGLU_BODY(256, exp_avx2)
 }
 
 /* --- AVX-512F --------------------------------------------------------------------------- */
@@ -560,116 +594,47 @@ AVX512 static float dot_q4_0_avx512(const float *x, const void *w, int64_t k)
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* Four keys at a time, as attn_scores_avx2, 16 values a step */
+AVX512 static inline __m512 mload512(const float *p, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+AVX512 static inline void mstore512(float *p, __mmask16 m, __m512 v)
+{
+    _mm512_mask_storeu_ps(p, m, v);
+}
+
 AVX512 static void attn_scores_avx512(float *sc, const float *q, const float *k, int64_t n,
                                       int64_t D, int64_t ld, float scale)
 {
-    int64_t D16 = D / 16 * 16;
-    __mmask16 tail = (__mmask16)((1u << (D - D16)) - 1u);
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + j * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t d = 0; d < D16; d += 16) {
-            __m512 qv = _mm512_loadu_ps(q + d);
-            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + d), a1);
-            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k2 + d), a2);
-            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k3 + d), a3);
-        }
-        if (tail) {
-            __m512 qv = _mm512_maskz_loadu_ps(tail, q + D16);
-            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k0 + D16), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k1 + D16), a1);
-            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k2 + D16), a2);
-            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k3 + D16), a3);
-        }
-        sc[j] = scale * _mm512_reduce_add_ps(a0);
-        sc[j + 1] = scale * _mm512_reduce_add_ps(a1);
-        sc[j + 2] = scale * _mm512_reduce_add_ps(a2);
-        sc[j + 3] = scale * _mm512_reduce_add_ps(a3);
-    }
-    for (; j < n; j++) {
-        const float *kr = k + j * ld;
-        __m512 a = _mm512_setzero_ps();
-        for (int64_t d = 0; d < D16; d += 16)
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr + d), a);
-        if (tail)
-            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q + D16),
-                                _mm512_maskz_loadu_ps(tail, kr + D16), a);
-        sc[j] = scale * _mm512_reduce_add_ps(a);
-    }
+    __mmask16 tail = (__mmask16)((1u << (D % 16)) - 1u);
+    SCORES_BODY(512, 16, _mm512_reduce_add_ps)
 }
 
-/* as accum_avx2, 16 values a vector */
 __attribute__((always_inline)) AVX512 static inline void
 accum_avx512(float *o, const float *p, const float *v, int64_t n, int64_t ld, int nv,
              __mmask16 last)
 {
-    __m512 acc[8];
-    for (int i = 0; i < nv; i++)
-        acc[i] = _mm512_maskz_loadu_ps(i == nv - 1 ? last : (__mmask16)0xffff, o + 16 * i);
-    for (int64_t j = 0; j < n; j++) {
-        __m512 pj = _mm512_set1_ps(p[j]);
-        const float *vr = v + j * ld;
-        for (int i = 0; i < nv; i++)
-            acc[i] = _mm512_fmadd_ps(
-                pj, _mm512_maskz_loadu_ps(i == nv - 1 ? last : (__mmask16)0xffff, vr + 16 * i),
-                acc[i]);
-    }
-    for (int i = 0; i < nv; i++)
-        _mm512_mask_storeu_ps(o + 16 * i, i == nv - 1 ? last : (__mmask16)0xffff, acc[i]);
+    ACCUM_BODY(512, 16, (__mmask16)0xffff)
 }
 
-/* 128 values of o at a time in registers: one pass over the values for heads up to 128 */
+#define LAST16(w) (__mmask16)((w) % 16 ? (1u << ((w) % 16)) - 1u : 0xffffu)
+
 AVX512 static void attn_accum_avx512(float *o, const float *p, const float *v, int64_t n,
                                      int64_t D, int64_t ld)
 {
-    for (int64_t d0 = 0; d0 < D; d0 += 128) {
-        int64_t w = D - d0 < 128 ? D - d0 : 128;
-        __mmask16 last = (__mmask16)(w % 16 ? (1u << (w % 16)) - 1u : 0xffffu);
-        switch ((w + 15) / 16) {
-        case 1: accum_avx512(o + d0, p, v + d0, n, ld, 1, last); break;
-        case 2: accum_avx512(o + d0, p, v + d0, n, ld, 2, last); break;
-        case 3: accum_avx512(o + d0, p, v + d0, n, ld, 3, last); break;
-        case 4: accum_avx512(o + d0, p, v + d0, n, ld, 4, last); break;
-        case 5: accum_avx512(o + d0, p, v + d0, n, ld, 5, last); break;
-        case 6: accum_avx512(o + d0, p, v + d0, n, ld, 6, last); break;
-        case 7: accum_avx512(o + d0, p, v + d0, n, ld, 7, last); break;
-        default: accum_avx512(o + d0, p, v + d0, n, ld, 8, last); break;
-        }
-    }
+    ACCUM_SPLIT(16, accum_avx512, LAST16)
 }
 
 AVX512 static __m512 exp_avx512(__m512 x)
 {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
-    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+    EXP_BODY(512, _mm512_roundscale_ps)
 }
 
 /* as swiglu_avx2, 16 at a time */
 AVX512 static void swiglu_avx512(float *y, const float *gate, const float *up, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 g = _mm512_loadu_ps(gate + i);
-        __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f),
-                                 exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g)));
-        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_div_ps(g, d), _mm512_loadu_ps(up + i)));
-    }
-    swiglu_generic(y + i, gate + i, up + i, n - i);
+    SWIGLU_BODY(512, exp_avx512)
 }
 
 #endif /* LV_X86 */
