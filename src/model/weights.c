@@ -17,20 +17,14 @@
 #include "lavinia/error.h"
 #include "util/buf.h"
 
-int lv_weights_keep(struct lv_weights *m, lv_tensor *t, void *copy)
+/* Adopt a tensor header, to free with the set. */
+static int keep(struct lv_weights *m, lv_tensor *t)
 {
     void *p = realloc(m->tensors, (size_t)(m->n_tensors + 1) * sizeof *m->tensors);
     if (!p)
         return LV_ENOMEM;
     m->tensors = p;
     m->tensors[m->n_tensors++] = t;
-    if (copy) {
-        p = realloc(m->copies, (size_t)(m->n_copies + 1) * sizeof *m->copies);
-        if (!p)
-            return LV_ENOMEM;
-        m->copies = p;
-        m->copies[m->n_copies++] = copy;
-    }
     return LV_OK;
 }
 
@@ -63,7 +57,7 @@ int lv_weights_new(struct lv_weights *m, lv_dtype dt, int ndim, const int64_t *s
 {
     lv_tensor *t = lv_tensor_wrap(NULL, dt, ndim, shape);
     void *data = t ? slab_take(m, lv_tensor_nbytes(t)) : NULL;
-    if (!data || lv_weights_keep(m, t, NULL) != LV_OK) {
+    if (!data || keep(m, t) != LV_OK) {
         lv_tensor_free(t);
         return lv_error_status(LV_ENOMEM, "out of memory for weights");
     }
@@ -89,7 +83,7 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                         ck->path, t->file_name, (long long)cols);
     uint64_t row_bytes = t->nbytes / (uint64_t)rows;
     size_t out_row = lv_dtype_bytes(LV_Q8_0, cols);
-    unsigned char *w = malloc((size_t)rows * out_row);
+    unsigned char *w = slab_take(m, (size_t)rows * out_row);
     float *row = malloc((size_t)cols * sizeof *row);
     int rc = w && row ? LV_OK : lv_error_status(LV_ENOMEM, "%s: out of memory converting '%s'",
                                                ck->path, t->file_name);
@@ -100,10 +94,8 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
             lv_convert_row(w + (size_t)r * out_row, LV_Q8_0, row, LV_F32, cols);
     }
     free(row);
-    if (rc != LV_OK) {
-        free(w);
-        return rc;
-    }
+    if (rc != LV_OK)
+        return rc;              /* the slab's bytes go with the set */
     if (!m->converted)
         fprintf(stderr, "lavinia: note: %s: %s weights are converted to Q8_0 at load\n",
                 ck->path, t->type_name);
@@ -113,7 +105,8 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
     return LV_OK;
 }
 
-/* a checkpoint tensor as an lv_tensor: wrapped where it lies when aligned, else copied */
+/* a checkpoint tensor as an lv_tensor: wrapped where it lies when aligned, else copied into
+ * the set's slabs */
 int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const char *name,
                    lv_tensor **out)
 {
@@ -121,7 +114,8 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     if (!t)
         return lv_error("%s: no tensor '%s'", ck->path, name);
     lv_dtype dt;
-    void *data = (void *)t->data, *copy = NULL;
+    void *data = (void *)t->data;
+    bool copied = false;
     switch (t->type) {
     case LV_CKPT_F32: dt = LV_F32; break;
     case LV_CKPT_F16: dt = LV_F16; break;
@@ -131,10 +125,10 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     case LV_CKPT_Q4_K:
     case LV_CKPT_Q5_K:
     case LV_CKPT_Q6_K: {
-        int rc = to_q8_0(m, ck, t, &copy, &dt);
+        int rc = to_q8_0(m, ck, t, &data, &dt);
         if (rc)
             return rc;
-        data = copy;
+        copied = true;
         break;
     }
     default:
@@ -142,17 +136,14 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
                         "and widens Q8_0, Q4_0, Q4_K, Q5_K and Q6_K", ck->path, t->file_name,
                         t->type_name);
     }
-    if (!copy && !lv_dtype_is_block(dt) && (uintptr_t)data % lv_dtype_size(dt) != 0) {
-        copy = malloc((size_t)t->nbytes);
-        if (!copy)
+    if (!copied && !lv_dtype_is_block(dt) && (uintptr_t)data % lv_dtype_size(dt) != 0) {
+        if (!(data = slab_take(m, (size_t)t->nbytes)))
             return lv_error_status(LV_ENOMEM, "%s: out of memory for '%s'", ck->path, name);
-        memcpy(copy, t->data, (size_t)t->nbytes);
-        data = copy;
+        memcpy(data, t->data, (size_t)t->nbytes);
     }
     lv_tensor *w = lv_tensor_wrap(data, dt, t->ndim, t->shape);
-    if (!w || lv_weights_keep(m, w, copy) != LV_OK) {
+    if (!w || keep(m, w) != LV_OK) {
         lv_tensor_free(w);
-        free(copy);
         return lv_error_status(LV_ENOMEM, "%s: out of memory", ck->path);
     }
     lv_tensor_set_name(w, name);
@@ -202,12 +193,9 @@ void lv_weights_done(struct lv_weights *w)
 {
     for (int i = 0; i < w->n_tensors; i++)
         lv_tensor_free(w->tensors[i]);
-    for (int i = 0; i < w->n_copies; i++)
-        free(w->copies[i]);
     for (int i = 0; i < w->n_slabs; i++)
         lv_zfree(w->slabs[i].p, w->slabs[i].size);
     free(w->tensors);
-    free(w->copies);
     free(w->slabs);
     memset(w, 0, sizeof *w);
 }

@@ -2,9 +2,9 @@
  * weights.h (internal): model weights as engine tensors, straight from a checkpoint.
  *
  * A checkpoint tensor is wrapped where the reader mapped it (F32, F16, BF16, when its address
- * suits the type), copied when it does not; ggml's Q8_0 and Q4_0 are used as stored (the
- * engine's block types), and the k-quants (Q4_K, Q5_K, Q6_K) are converted to Q8_0. Every
- * tensor handed out is frozen and freed with the set.
+ * suits the type), copied into the set's slabs when it does not; ggml's Q8_0 and Q4_0 are used
+ * as stored (the engine's block types), and the k-quants (Q4_K, Q5_K, Q6_K) are converted to
+ * Q8_0. Every tensor handed out is frozen and freed with the set.
  */
 #ifndef LV_MODEL_WEIGHTS_H
 #define LV_MODEL_WEIGHTS_H
@@ -22,9 +22,8 @@ struct lv_weights_slab {
 
 struct lv_weights {
     lv_tensor **tensors;          /* every header handed out */
-    void **copies;                /* data copied (malloc'ed) */
     struct lv_weights_slab *slabs;
-    int n_tensors, n_copies, n_slabs;
+    int n_tensors, n_slabs;
     bool converted;               /* k-quants were converted (said once on stderr) */
 };
 
@@ -32,17 +31,16 @@ struct lv_weights {
 int lv_weights_get(struct lv_weights *w, const struct lv_checkpoint *ck, const char *name,
                    lv_tensor **out);
 /*
- * A zeroed frozen tensor whose data belongs to the set: weights the set makes (random,
- * converted, quantised) are carved out of slabs of LV_WEIGHTS_SLAB bytes (bigger tensors get
- * their own), 2 MiB-aligned blocks advised for huge pages (lv_zalloc). So small weights sit
- * on huge pages too: a decode step streams dozens of weights of 0.5-2 MiB, and with each one
- * on 4 KiB pages of its own the TLB misses cost 9% of a Q8_0 token (docs/NOTES.md).
+ * A zeroed frozen tensor whose data belongs to the set. Everything the set makes (random
+ * weights, quantised copies, k-quants converted to Q8_0, tensors copied for alignment) is
+ * carved out of slabs of LV_WEIGHTS_SLAB bytes (bigger tensors get their own), 2 MiB-aligned
+ * blocks advised for huge pages (lv_zalloc), 64-byte aligned within: a decode step streams
+ * dozens of weights of 0.5-2 MiB, which on their own would be malloc'ed blocks on 4 KiB
+ * pages. Freed with the set.
  */
 #define LV_WEIGHTS_SLAB ((size_t)32 << 20)
 int lv_weights_new(struct lv_weights *w, lv_dtype dt, int ndim, const int64_t *shape,
                    lv_tensor **out);
-/* Adopt a tensor (and its copied data, or NULL) to free with the set. */
-int lv_weights_keep(struct lv_weights *w, lv_tensor *t, void *copy);
 void lv_weights_done(struct lv_weights *w);
 /* A random weight for benchmarks and demos: ndim >= 2 draws N(0, 1/fan_in) (fan_in the
  * product of the dims after the first) from the LCG state *rng; ndim 1 is filled with fill
