@@ -113,4 +113,17 @@ refused "a text file as the image" "not an image" \
 "$bin" bench --random 64,128,2,4,2,256 --dtype f16 --prompt 8 --gen 4 --bw-size 16 > "$tmp/o" 2> "$tmp/e"
 grep -q "^decode bandwidth use: " "$tmp/o" && grep -q "^time to first token: " "$tmp/o" &&
     ok "bench on a random model: $(tr '\n' ';' < "$tmp/o")" || bad "bench: $(cat "$tmp/e")"
+# --profile: per token, 2 layers of q and o (64 x 64), k and v (32 x 64), gate and up
+# (128 x 64), down (64 x 128), one head (256 x 64), two attentions
+"$bin" bench --random 64,128,2,4,2,256 --dtype f16 --prompt 8 --gen 4 --bw-size 16 --profile \
+    > "$tmp/o" 2> "$tmp/e"
+grep -Eq "^  matmul 64 x 64 F16 +4\.0 " "$tmp/o" &&
+    grep -Eq "^  matmul 32 x 64 F16 +4\.0 " "$tmp/o" &&
+    grep -Eq "^  matmul 128 x 64 F16 +4\.0 " "$tmp/o" &&
+    grep -Eq "^  matmul 64 x 128 F16 +2\.0 " "$tmp/o" &&
+    grep -Eq "^  matmul 256 x 64 F16 +1\.0 " "$tmp/o" &&
+    grep -Eq "^  attention +2\.0 " "$tmp/o" &&
+    grep -Eq "^  outside the kernels +[-0-9.]+ +[-0-9.]+%$" "$tmp/o" &&
+    ok "bench --profile: the decode step op by op" ||
+    bad "bench --profile: $(cat "$tmp/o" "$tmp/e")"
 exit $fail

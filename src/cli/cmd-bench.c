@@ -17,11 +17,13 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
+#include "core/graph.h"
 #include "io/checkpoint.h"
 #include "lavinia/error.h"
 #include "model/clip.h"
 #include "model/generate.h"
 #include "model/llama.h"
+#include "util/clock.h"
 #include "util/membw.h"
 
 static int parse_shape(const char *s, struct lv_model_config *c)
@@ -82,10 +84,67 @@ static double prefill_flops(const struct lv_model_config *c, int64_t T)
            2.0 * C * (double)c->vocab;
 }
 
+/* One line of the decode profile. */
+struct prof_row {
+    char what[64];
+    long calls;
+    double seconds;
+};
+
+static int prof_row_cmp(const void *a, const void *b)
+{
+    double x = ((const struct prof_row *)a)->seconds, y = ((const struct prof_row *)b)->seconds;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Where a decode step's time went: each op's kernels (matrix products by weight shape and
+ * type), the most expensive first, per token and as a share of the step; what is left is the
+ * time outside the kernels (building the graph, copying the logits out). */
+static void print_profile(const struct lv_profile *p, long n_gen, double t_decode)
+{
+    struct prof_row rows[LV_OP_COUNT + LV_PROFILE_SHAPES];
+    int n = 0;
+    double in_kernels = 0.0, mm_listed = 0.0;
+    long mm_calls = 0;
+    for (int i = 0; i < p->n_mm; i++) {
+        const struct lv_profile_mm *e = &p->mm[i];
+        struct prof_row *r = &rows[n++];
+        snprintf(r->what, sizeof r->what, "matmul %lld x %lld %s", (long long)e->n,
+                 (long long)e->k, lv_dtype_name(e->dtype));
+        r->calls = e->calls;
+        r->seconds = e->seconds;
+        mm_listed += e->seconds;
+        mm_calls += e->calls;
+    }
+    for (int op = 0; op < LV_OP_COUNT; op++) {
+        in_kernels += p->seconds[op];
+        bool mm = op == LV_OP_MATMUL;
+        if (!p->calls[op] || (mm && p->calls[op] == mm_calls))
+            continue;
+        struct prof_row *r = &rows[n++];
+        snprintf(r->what, sizeof r->what, "%s%s", lv_op_name((enum lv_op)op),
+                 mm ? " (other shapes)" : "");
+        r->calls = mm ? p->calls[op] - mm_calls : p->calls[op];
+        r->seconds = mm ? p->seconds[op] - mm_listed : p->seconds[op];
+    }
+    qsort(rows, (size_t)n, sizeof rows[0], prof_row_cmp);
+    double step = t_decode / (double)n_gen;
+    printf("decode profile: each op's kernels per token, %ld tokens\n", n_gen);
+    printf("  %-32s %10s %10s %10s %7s\n", "op", "calls", "us/call", "ms/token", "share");
+    for (int i = 0; i < n; i++)
+        printf("  %-32s %10.1f %10.2f %10.3f %6.1f%%\n", rows[i].what,
+               (double)rows[i].calls / (double)n_gen, 1e6 * rows[i].seconds / (double)rows[i].calls,
+               1e3 * rows[i].seconds / (double)n_gen, 100.0 * rows[i].seconds / t_decode);
+    double out = t_decode - in_kernels;
+    printf("  %-32s %10s %10s %10.3f %6.1f%%\n", "outside the kernels", "", "",
+           1e3 * out / (double)n_gen, 100.0 * out / t_decode);
+    printf("  %-32s %10s %10s %10.3f %6.1f%%\n", "step", "", "", 1e3 * step, 100.0);
+}
+
 static int bench_run(int argc, char **argv)
 {
     enum { OPT_RANDOM = 256, OPT_DTYPE, OPT_PROMPT, OPT_GEN, OPT_BW, OPT_THREADS, OPT_ADAPTER,
-           OPT_PLUGIN_PATH };
+           OPT_PLUGIN_PATH, OPT_PROFILE };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },
         { "random", required_argument, NULL, OPT_RANDOM },
@@ -96,12 +155,14 @@ static int bench_run(int argc, char **argv)
         { "threads", required_argument, NULL, OPT_THREADS },
         { "adapter", required_argument, NULL, OPT_ADAPTER },
         { "plugin-path", required_argument, NULL, OPT_PLUGIN_PATH },
+        { "profile", no_argument, NULL, OPT_PROFILE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *model = NULL, *shape = NULL, *dtype_name = "f32";
     struct lv_cli_adapters ad = { 0 };
     long n_prompt = 128, n_gen = 64, bw_mib = 0;
+    bool profile = false;
     int c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         char *end = NULL;
@@ -116,6 +177,7 @@ static int bench_run(int argc, char **argv)
                 return 2;
             break;
         case OPT_PLUGIN_PATH: lv_cli_plugin_arg(optarg); break;
+        case OPT_PROFILE: profile = true; break;
         case OPT_THREADS:
         case OPT_PROMPT:
         case OPT_GEN:
@@ -205,6 +267,9 @@ static int bench_run(int argc, char **argv)
         if (rc == LV_OK)
             rc = lv_llama_forward(m, ids, n_prompt, logits, false);
         t_prompt = lv_now() - t0;
+        struct lv_profile prof = { 0 };
+        if (profile)
+            lv_llama_set_profile(m, &prof);
         for (long i = 0; rc == LV_OK && i < n_gen; i++) {
             int32_t best = 0;
             for (int64_t v = 1; v < lv_llama_vocab(m); v++)
@@ -217,6 +282,7 @@ static int bench_run(int argc, char **argv)
             kv_bytes += kv_row * (double)m->pos;
             t_bw += lv_membw_pass(&bwb, lv_get_threads());
         }
+        lv_llama_set_profile(m, NULL);
         if (rc == LV_OK) {
             double tps = (double)n_gen / t_decode, mib = 1024.0 * 1024.0;
             double bw = (double)n_gen * (double)lv_membw_bytes(&bwb) / t_bw;
@@ -243,6 +309,8 @@ static int bench_run(int argc, char **argv)
                    "%.1f MiB of kv cache) / %.2f GB/s); weights alone %.1f%%\n",
                    100.0 * tps * ((double)wb + kv) / bw, tps, (double)wb / mib, kv / mib,
                    bw / 1e9, 100.0 * tps * (double)wb / bw);
+            if (profile)
+                print_profile(&prof, n_gen, t_decode);
         }
         lv_membw_free(&bwb);
     }
@@ -259,8 +327,9 @@ const struct lv_cli_entry lv_cli_bench_entry = {
     .name  = "bench",
     .usage = "bench (-m MODEL | --random dim,hidden,layers,heads,kv_heads,vocab) [--dtype "
              "f32|f16|bf16|q8_0|q4_0|nf4] [--prompt N] [--gen N] [--bw-size MiB] [--threads N]\n"
-             "             [--adapter PATH[:SCALE]]...",
+             "             [--adapter PATH[:SCALE]]... [--profile]",
     .help  = "Prompt and decode speed, time to first token, peak memory, and the share of the "
-             "measured memory bandwidth that decoding uses.",
+             "measured memory bandwidth that decoding uses; --profile adds where a decode step's "
+             "time goes, op by op.",
     .run   = bench_run,
 };

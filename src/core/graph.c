@@ -28,6 +28,7 @@
 
 #include "backend/backend.h"
 #include "core/ops.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 static const char *const op_names[] = {
@@ -256,14 +257,43 @@ static lv_backend *backend_for(lv_graph *g, const lv_node *n)
     return lv_backend_cpu();
 }
 
+void lv_graph_set_profile(lv_graph *g, struct lv_profile *p)
+{
+    g->profile = p;
+}
+
+/* s seconds of node n's forward into p */
+static void profile_add(struct lv_profile *p, const lv_node *n, double s)
+{
+    p->calls[n->op]++;
+    p->seconds[n->op] += s;
+    if (n->op != LV_OP_MATMUL)
+        return;
+    const lv_tensor *w = n->src[1];
+    int64_t N = n->ip[3], K = n->ip[4];
+    for (int i = 0; i < p->n_mm; i++) {
+        struct lv_profile_mm *e = &p->mm[i];
+        if (e->n == N && e->k == K && e->dtype == w->dtype) {
+            e->calls++;
+            e->seconds += s;
+            return;
+        }
+    }
+    if (p->n_mm < LV_PROFILE_SHAPES)
+        p->mm[p->n_mm++] = (struct lv_profile_mm){ N, K, w->dtype, 1, s };
+}
+
 lv_tensor *op_run(lv_graph *g, lv_node *n)
 {
     assert(n == &g->tape[g->n_nodes] && "op_run: pass the node op_begin returned");
     if (!n->out)
         return NULL;
     lv_backend *b = backend_for(g, n);
+    double t0 = g->profile ? lv_now() : 0.0;
     if (b->ops->forward(b->ctx, n) != LV_OK)
         return NULL;
+    if (g->profile)
+        profile_add(g->profile, n, lv_now() - t0);
     bool grad = false;
     for (int i = 0; i < LV_MAX_SRC; i++)
         grad |= n->src[i] && n->src[i]->dtype != LV_I32 && lv_needs_grad(n->src[i]);

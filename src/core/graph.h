@@ -78,14 +78,37 @@ typedef struct lv_node {
 /* Arena chunk (graph.c): reset keeps the chunks, so steady-state steps never call malloc. */
 typedef struct lv_arena_chunk lv_arena_chunk;
 
+/*
+ * Where a graph's ops spend their time, while a profile is set (lv_graph_set_profile): calls
+ * and seconds of each op's forward kernel (the backend's forward call, its threads included;
+ * building the node is not counted), and the matrix products apart by their right operand
+ * (N, K, dtype), the first LV_PROFILE_SHAPES of them.
+ */
+#define LV_PROFILE_SHAPES 32
+struct lv_profile {
+    long calls[LV_OP_COUNT];
+    double seconds[LV_OP_COUNT];
+    struct lv_profile_mm {
+        int64_t n, k;
+        lv_dtype dtype;
+        long calls;
+        double seconds;
+    } mm[LV_PROFILE_SHAPES];
+    int n_mm;
+};
+
 struct lv_graph {
     lv_backend *backend;
+    struct lv_profile *profile;   /* NULL: not timed */
     bool recording;
     lv_arena_chunk *chunks;       /* all chunks; the first ones are filled in order */
     lv_arena_chunk *cur;          /* the chunk being filled */
     lv_node *tape;                /* nodes in execution order */
     int n_nodes, cap_nodes;
 };
+
+/* Time the forwards of g's ops into p from now on (NULL: stop); p is borrowed. */
+void lv_graph_set_profile(lv_graph *g, struct lv_profile *p);
 
 /* Arena allocation, 64-byte aligned; NULL with a message when memory runs out. */
 void *lv_graph_alloc(lv_graph *g, size_t bytes);

@@ -13,17 +13,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lavinia/error.h"
 #include "util/buf.h"
-
-double lv_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 /* bytes of h that can go out now: everything before a completed stop string (*stop set),
  * or everything but the longest tail that starts some stop string */

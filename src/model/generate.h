@@ -51,6 +51,4 @@ int lv_generate(lv_llama *m, const lv_tokenizer *tok, lv_sampler *s, const int32
                 int64_t n_prompt, const struct lv_gen_opts *o, lv_gen_fn fn, void *ctx,
                 struct lv_gen_stats *st);
 
-double lv_now(void);
-
 #endif /* LV_MODEL_GENERATE_H */

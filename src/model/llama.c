@@ -20,10 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/graph.h"
 #include "lavinia/error.h"
 #include "model/generate.h"
 #include "peft/adapter.h"
 #include "util/buf.h"
+#include "util/clock.h"
 
 /* ----------------------------------------------------------------------------------------
  * loading
@@ -662,6 +664,11 @@ int lv_llama_backward(lv_llama *m, const int32_t *ids, const float *embd, int64_
     if (rc == LV_OK)
         rc = remember(m, NULL, embd, n);
     return rc;
+}
+
+void lv_llama_set_profile(lv_llama *m, struct lv_profile *p)
+{
+    lv_graph_set_profile(m->g, p);
 }
 
 void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st)

@@ -108,6 +108,11 @@ int lv_llama_forward_embd(lv_llama *m, const float *embd, int64_t n, float *logi
 struct lv_peft_stack;
 void lv_llama_set_stack(lv_llama *m, struct lv_peft_stack *st);
 
+/* Time the kernels of every op the model runs into p from now on (NULL: stop); p is
+ * borrowed (core/graph.h). */
+struct lv_profile;
+void lv_llama_set_profile(lv_llama *m, struct lv_profile *p);
+
 /* Gradients through a fresh sequence of n positions (the cache is reset first and holds the
  * sequence afterwards): from ids, or from input embeddings embd (n x C) when ids is NULL.
  * dlogits (n x V) is the loss's gradient with respect to every row of logits. Trainable

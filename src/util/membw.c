@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -21,13 +20,7 @@
 
 #include "lavinia/error.h"
 #include "util/buf.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 static float sum_floats(const float *x, size_t n)
 {
@@ -80,14 +73,14 @@ double lv_membw_pass(struct lv_membw *b, int threads)
         threads = 1;
     size_t n = b->n, chunk = (n / (size_t)threads) / 64 * 64;
     const float *x = b->x;
-    double t0 = now();
+    double t0 = lv_now();
     float total = 0.0f;
 #pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
     for (int t = 0; t < threads; t++) {
         size_t lo = (size_t)t * chunk, hi = t == threads - 1 ? n : lo + chunk;
         total += sum_floats(x + lo, hi - lo);
     }
-    double dt = now() - t0;
+    double dt = lv_now() - t0;
     sink += total;
     return dt;
 }
