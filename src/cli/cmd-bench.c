@@ -97,18 +97,18 @@ static int prof_row_cmp(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Where a decode step's time went: each op's kernels (matrix products by weight shape and
- * type), the most expensive first, per token and as a share of the step; what is left is the
- * time outside the kernels (building the graph, copying the logits out). */
-static void print_profile(const struct lv_profile *p, long n_gen, double t_decode)
+/* Where the time of n steps (t seconds) went: each op's kernels (matrix products by weight
+ * shape and type), the most expensive first, per step and as a share of the time; what is
+ * left is the time outside the kernels (building the graph, copying the logits out). */
+static void print_profile(const char *what, const struct lv_profile *p, long n, double t)
 {
     struct prof_row rows[LV_OP_COUNT + LV_PROFILE_SHAPES];
-    int n = 0;
+    int n_rows = 0;
     double in_kernels = 0.0, mm_listed = 0.0;
     long mm_calls = 0;
     for (int i = 0; i < p->n_mm; i++) {
         const struct lv_profile_mm *e = &p->mm[i];
-        struct prof_row *r = &rows[n++];
+        struct prof_row *r = &rows[n_rows++];
         snprintf(r->what, sizeof r->what, "matmul %lld x %lld %s", (long long)e->n,
                  (long long)e->k, lv_dtype_name(e->dtype));
         r->calls = e->calls;
@@ -121,24 +121,23 @@ static void print_profile(const struct lv_profile *p, long n_gen, double t_decod
         bool mm = op == LV_OP_MATMUL;
         if (!p->calls[op] || (mm && p->calls[op] == mm_calls))
             continue;
-        struct prof_row *r = &rows[n++];
+        struct prof_row *r = &rows[n_rows++];
         snprintf(r->what, sizeof r->what, "%s%s", lv_op_name((enum lv_op)op),
                  mm ? " (other shapes)" : "");
         r->calls = mm ? p->calls[op] - mm_calls : p->calls[op];
         r->seconds = mm ? p->seconds[op] - mm_listed : p->seconds[op];
     }
-    qsort(rows, (size_t)n, sizeof rows[0], prof_row_cmp);
-    double step = t_decode / (double)n_gen;
-    printf("decode profile: each op's kernels per token, %ld tokens\n", n_gen);
-    printf("  %-32s %10s %10s %10s %7s\n", "op", "calls", "us/call", "ms/token", "share");
-    for (int i = 0; i < n; i++)
+    qsort(rows, (size_t)n_rows, sizeof rows[0], prof_row_cmp);
+    printf("%s profile: each op's kernels per step, %ld step(s)\n", what, n);
+    printf("  %-32s %10s %10s %10s %7s\n", "op", "calls", "us/call", "ms/step", "share");
+    for (int i = 0; i < n_rows; i++)
         printf("  %-32s %10.1f %10.2f %10.3f %6.1f%%\n", rows[i].what,
-               (double)rows[i].calls / (double)n_gen, 1e6 * rows[i].seconds / (double)rows[i].calls,
-               1e3 * rows[i].seconds / (double)n_gen, 100.0 * rows[i].seconds / t_decode);
-    double out = t_decode - in_kernels;
+               (double)rows[i].calls / (double)n, 1e6 * rows[i].seconds / (double)rows[i].calls,
+               1e3 * rows[i].seconds / (double)n, 100.0 * rows[i].seconds / t);
+    double out = t - in_kernels;
     printf("  %-32s %10s %10s %10.3f %6.1f%%\n", "outside the kernels", "", "",
-           1e3 * out / (double)n_gen, 100.0 * out / t_decode);
-    printf("  %-32s %10s %10s %10.3f %6.1f%%\n", "step", "", "", 1e3 * step, 100.0);
+           1e3 * out / (double)n, 100.0 * out / t);
+    printf("  %-32s %10s %10s %10.3f %6.1f%%\n", "step", "", "", 1e3 * t / (double)n, 100.0);
 }
 
 static int bench_run(int argc, char **argv)
@@ -264,10 +263,12 @@ static int bench_run(int argc, char **argv)
         double kv_row = 2.0 * (double)m->c.n_layers * (double)m->c.n_kv_heads *
                         (double)m->c.head_dim * sizeof(float), kv_bytes = 0.0;
         double t0 = lv_now(), t_prompt = 0.0, t_decode = 0.0, t_first = 0.0, t_bw = 0.0;
+        struct lv_profile pprof = { 0 }, prof = { 0 };
+        if (profile)
+            lv_llama_set_profile(m, &pprof);
         if (rc == LV_OK)
             rc = lv_llama_forward(m, ids, n_prompt, logits, false);
         t_prompt = lv_now() - t0;
-        struct lv_profile prof = { 0 };
         if (profile)
             lv_llama_set_profile(m, &prof);
         for (long i = 0; rc == LV_OK && i < n_gen; i++) {
@@ -309,8 +310,10 @@ static int bench_run(int argc, char **argv)
                    "%.1f MiB of kv cache) / %.2f GB/s); weights alone %.1f%%\n",
                    100.0 * tps * ((double)wb + kv) / bw, tps, (double)wb / mib, kv / mib,
                    bw / 1e9, 100.0 * tps * (double)wb / bw);
-            if (profile)
-                print_profile(&prof, n_gen, t_decode);
+            if (profile) {
+                print_profile("prompt", &pprof, 1, t_prompt);
+                print_profile("decode", &prof, n_gen, t_decode);
+            }
         }
         lv_membw_free(&bwb);
     }

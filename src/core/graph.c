@@ -98,7 +98,8 @@ static lv_arena_chunk *chunk_new(size_t size)
     return c;
 }
 
-void *lv_graph_alloc(lv_graph *g, size_t bytes)
+/* bytes from the arena, left as they are */
+static void *arena_take(lv_graph *g, size_t bytes)
 {
     bytes = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (bytes == 0)
@@ -121,7 +122,14 @@ void *lv_graph_alloc(lv_graph *g, size_t bytes)
     g->cur = c;
     void *p = c->data + c->used;
     c->used += bytes;
-    memset(p, 0, bytes);
+    return p;
+}
+
+void *lv_graph_alloc(lv_graph *g, size_t bytes)
+{
+    void *p = arena_take(g, bytes);
+    if (p)
+        memset(p, 0, (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
     return p;
 }
 
@@ -133,7 +141,9 @@ size_t lv_graph_arena_size(const lv_graph *g)
     return n;
 }
 
-lv_tensor *lv_graph_tensor(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape)
+/* A tensor in the arena, its data zeroed or left as it is. */
+static lv_tensor *graph_tensor(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape,
+                               bool zero)
 {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
@@ -143,12 +153,23 @@ lv_tensor *lv_graph_tensor(lv_graph *g, lv_dtype dtype, int ndim, const int64_t 
         }
         n *= shape[i];
     }
-    lv_tensor *t = lv_graph_alloc(g, sizeof *t);
-    void *data = t ? lv_graph_alloc(g, (size_t)n * lv_dtype_size(dtype)) : NULL;
+    lv_tensor *t = arena_take(g, sizeof *t);          /* lv_tensor_init sets all of it */
+    size_t bytes = (size_t)n * lv_dtype_size(dtype);
+    void *data = t ? (zero ? lv_graph_alloc(g, bytes) : arena_take(g, bytes)) : NULL;
     if (!data)
         return NULL;
     lv_tensor_init(t, data, dtype, ndim, shape);
     return t;
+}
+
+lv_tensor *lv_graph_tensor(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape)
+{
+    return graph_tensor(g, dtype, ndim, shape, true);
+}
+
+lv_tensor *lv_graph_tensor_out(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape)
+{
+    return graph_tensor(g, dtype, ndim, shape, false);
 }
 
 lv_tensor *lv_new(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape)

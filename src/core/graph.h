@@ -114,6 +114,9 @@ void lv_graph_set_profile(lv_graph *g, struct lv_profile *p);
 void *lv_graph_alloc(lv_graph *g, size_t bytes);
 /* A zeroed, contiguous tensor in the arena (not recorded). */
 lv_tensor *lv_graph_tensor(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape);
+/* The same, not zeroed: the output of an op whose forward kernel, on every backend, writes
+ * every element (zeroing a prompt's outputs first cost 3% of its time). */
+lv_tensor *lv_graph_tensor_out(lv_graph *g, lv_dtype dtype, int ndim, const int64_t *shape);
 /* Does t take part in gradients (a parameter or derived from one, not detached)? */
 bool lv_needs_grad(const lv_tensor *t);
 /* Gradient buffer of t during backward: allocated zeroed on first use (arena for

@@ -51,7 +51,7 @@ lv_tensor *lv_rope(lv_graph *g, lv_tensor *x, const lv_tensor *pos, lv_rope_mode
     n->ip[0] = mode;
     n->fp[0] = base;
     n->fp[1] = freq_scale;
-    n->out = lv_graph_tensor(g, LV_F32, x->ndim, x->shape);
+    n->out = lv_graph_tensor_out(g, LV_F32, x->ndim, x->shape);
     return op_run(g, n);
 }
 
@@ -156,7 +156,7 @@ lv_tensor *lv_attention(lv_graph *g, lv_tensor *q, lv_tensor *k, lv_tensor *v,
     n->fp[0] = scale;
     n->saved[0] = lv_graph_tensor(g, LV_F32, 3, lse_shape);
     if (n->saved[0])
-        n->out = lv_graph_tensor(g, LV_F32, q->ndim, q->shape);
+        n->out = lv_graph_tensor_out(g, LV_F32, q->ndim, q->shape);
     lv_tensor *out = op_run(g, n);
     if (out && cache)
         cache->len = S;

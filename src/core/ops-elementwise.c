@@ -45,7 +45,7 @@ static lv_tensor *binary(lv_graph *g, enum lv_op op, lv_tensor *a, lv_tensor *b)
     n->src[1] = b;
     for (int i = 0; i < LV_MAX_DIMS; i++)
         n->ip[i] = bstride[i];
-    n->out = lv_graph_tensor(g, LV_F32, a->ndim, a->shape);
+    n->out = lv_graph_tensor_out(g, LV_F32, a->ndim, a->shape);
     return op_run(g, n);
 }
 
@@ -70,7 +70,7 @@ static lv_tensor *unary(lv_graph *g, enum lv_op op, lv_tensor *x, float fp, int6
     n->src[0] = x;
     n->fp[0] = fp;
     n->ip[0] = ip;
-    n->out = lv_graph_tensor(g, LV_F32, x->ndim, x->shape);
+    n->out = lv_graph_tensor_out(g, LV_F32, x->ndim, x->shape);
     return op_run(g, n);
 }
 
@@ -117,6 +117,6 @@ lv_tensor *lv_swiglu(lv_graph *g, lv_tensor *gate, lv_tensor *up)
         return NULL;
     n->src[0] = gate;
     n->src[1] = up;
-    n->out = lv_graph_tensor(g, LV_F32, gate->ndim, gate->shape);
+    n->out = lv_graph_tensor_out(g, LV_F32, gate->ndim, gate->shape);
     return op_run(g, n);
 }

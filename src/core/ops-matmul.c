@@ -89,7 +89,7 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
     n->ip[3] = N;
     n->ip[4] = K;
     n->ip[5] = b_batched;
-    n->out = lv_graph_tensor(g, LV_F32, a->ndim, shape);
+    n->out = lv_graph_tensor_out(g, LV_F32, a->ndim, shape);
     return op_run(g, n);
 }
 

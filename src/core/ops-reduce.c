@@ -98,7 +98,7 @@ lv_tensor *lv_rmsnorm(lv_graph *g, lv_tensor *x, lv_tensor *w, float eps)
     n->src[1] = w;
     n->fp[0] = eps;
     n->saved[0] = lv_graph_tensor(g, LV_F32, 1, &N);
-    n->out = n->saved[0] ? lv_graph_tensor(g, LV_F32, x->ndim, x->shape) : NULL;
+    n->out = n->saved[0] ? lv_graph_tensor_out(g, LV_F32, x->ndim, x->shape) : NULL;
     return op_run(g, n);
 }
 

@@ -45,7 +45,7 @@ lv_tensor *lv_embedding(lv_graph *g, lv_tensor *table, const lv_tensor *ids)
         shape[1] = table->shape[1];
     nd->src[0] = table;
     nd->src[1] = (lv_tensor *)ids;
-    nd->out = lv_graph_tensor(g, LV_F32, ids->ndim + 1, shape);
+    nd->out = lv_graph_tensor_out(g, LV_F32, ids->ndim + 1, shape);
     return op_run(g, nd);
 }
 
