@@ -86,6 +86,12 @@ enum { LV_TRANS_A = 1, LV_TRANS_B = 2 };
 lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags);
 /* x: (..., K)  w: (N, K) as in torch.nn.Linear  bias: (N) or NULL  ->  (..., N) */
 lv_tensor *lv_linear(lv_graph *g, lv_tensor *x, lv_tensor *w, lv_tensor *bias);
+/* y[i] = lv_linear(g, x, w[i], NULL) for n <= LV_LINEAR_N_MAX weights sharing x (q, k and v;
+ * gate and up): the same values, nodes and gradients, and where the backend can (the CPU,
+ * x of a few rows as in decoding) one pass over all the weights' rows instead of n. LV_OK,
+ * or LV_ERR with the message set. */
+#define LV_LINEAR_N_MAX 4
+int lv_linear_n(lv_graph *g, lv_tensor *x, int n, lv_tensor *const *w, lv_tensor **y);
 
 /* --- elementwise (NumPy broadcasting of b against a; result has a's shape) ---------- */
 

@@ -39,6 +39,10 @@ struct lv_backend_ops {
     /* Accumulate input gradients: dy is node->out's gradient; dsrc[i] is NULL for inputs
      * that take none. */
     int (*backward)(void *ctx, lv_node *node, const lv_tensor *dy, lv_tensor *const *dsrc);
+    /* (optional) Run n nodes at once where that is faster than one by one (the CPU: matrix
+     * products of a few rows sharing their input, one pass over all the weights' rows);
+     * false: not taken, the caller runs them one by one. */
+    bool (*forward_n)(void *ctx, lv_node *const *nodes, int n);
     /* (optional) Set the worker thread count; NULL: fixed by the backend. */
     void (*set_threads)(void *ctx, int n);
     /* (optional) Release the context; NULL: nothing to release. */

@@ -304,6 +304,19 @@ static void profile_add(struct lv_profile *p, const lv_node *n, double s)
         p->mm[p->n_mm++] = (struct lv_profile_mm){ N, K, w->dtype, 1, s };
 }
 
+/* Keep node n (in its tape slot) when the graph records and an input needs a gradient. */
+static lv_tensor *op_keep(lv_graph *g, lv_node *n)
+{
+    bool grad = false;
+    for (int i = 0; i < LV_MAX_SRC; i++)
+        grad |= n->src[i] && n->src[i]->dtype != LV_I32 && lv_needs_grad(n->src[i]);
+    if (g->recording && grad) {
+        n->out->flags |= LV_TENSOR_NEEDS_GRAD;
+        n->out->node = g->n_nodes++;
+    }
+    return n->out;
+}
+
 lv_tensor *op_run(lv_graph *g, lv_node *n)
 {
     assert(n == &g->tape[g->n_nodes] && "op_run: pass the node op_begin returned");
@@ -315,14 +328,48 @@ lv_tensor *op_run(lv_graph *g, lv_node *n)
         return NULL;
     if (g->profile)
         profile_add(g->profile, n, lv_now() - t0);
-    bool grad = false;
-    for (int i = 0; i < LV_MAX_SRC; i++)
-        grad |= n->src[i] && n->src[i]->dtype != LV_I32 && lv_needs_grad(n->src[i]);
-    if (g->recording && grad) {
-        n->out->flags |= LV_TENSOR_NEEDS_GRAD;
-        n->out->node = g->n_nodes++;
+    return op_keep(g, n);
+}
+
+int op_run_n(lv_graph *g, lv_node *const *nodes, int n, lv_tensor **out)
+{
+    lv_backend *b = g->backend;
+    bool all = b->ops->forward_n != NULL;
+    for (int i = 0; i < n; i++) {
+        if (!nodes[i]->out)
+            return LV_ERR;
+        all &= b->ops->supports(b->ctx, nodes[i]);
     }
-    return n->out;
+    double t0 = g->profile ? lv_now() : 0.0;
+    if (all && b->ops->forward_n(b->ctx, nodes, n)) {
+        if (g->profile) {
+            /* the group's time shared out by the nodes' output sizes */
+            double t = lv_now() - t0, total = 0.0;
+            for (int i = 0; i < n; i++)
+                total += (double)lv_tensor_nelem(nodes[i]->out);
+            for (int i = 0; i < n; i++)
+                profile_add(g->profile, nodes[i],
+                            total > 0.0 ? t * (double)lv_tensor_nelem(nodes[i]->out) / total
+                                        : t / n);
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            lv_backend *bi = backend_for(g, nodes[i]);
+            double ti = g->profile ? lv_now() : 0.0;
+            if (bi->ops->forward(bi->ctx, nodes[i]) != LV_OK)
+                return LV_ERR;
+            if (g->profile)
+                profile_add(g->profile, nodes[i], lv_now() - ti);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        lv_node *t = op_begin(g, nodes[i]->op);
+        if (!t)
+            return LV_ERR;
+        *t = *nodes[i];
+        out[i] = op_keep(g, t);
+    }
+    return LV_OK;
 }
 
 /* ----------------------------------------------------------------------------------------

@@ -93,6 +93,48 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
     return op_run(g, n);
 }
 
+/* Can x (M, K) w^T go into a group of lv_linear_n as it is (no copy, no cast)? */
+static bool linear_groups(const lv_tensor *x, const lv_tensor *w)
+{
+    return w && w->ndim == 2 && w->shape[1] == x->shape[1] && w->dtype != LV_I32 &&
+           w->dtype != LV_NF4 && lv_tensor_is_contiguous(w) &&
+           (!lv_dtype_is_block(w->dtype) || (w->flags & LV_TENSOR_FROZEN));
+}
+
+int lv_linear_n(lv_graph *g, lv_tensor *x, int n, lv_tensor *const *w, lv_tensor **y)
+{
+    bool group = x && n > 1 && n <= LV_LINEAR_N_MAX && x->ndim == 2 && x->dtype == LV_F32 &&
+                 lv_tensor_is_contiguous(x);
+    for (int i = 0; group && i < n; i++)
+        group = linear_groups(x, w[i]);
+    if (!group) {
+        for (int i = 0; i < n; i++)
+            if (!(y[i] = lv_linear(g, x, w[i], NULL)))
+                return LV_ERR;
+        return LV_OK;
+    }
+    /* the nodes lv_matmul(x, w[i], LV_TRANS_B) would make */
+    lv_node nodes[LV_LINEAR_N_MAX], *np[LV_LINEAR_N_MAX];
+    int64_t M = x->shape[0], K = x->shape[1];
+    for (int i = 0; i < n; i++) {
+        lv_node *nd = &nodes[i];
+        memset(nd, 0, sizeof *nd);
+        nd->op = LV_OP_MATMUL;
+        nd->src[0] = x;
+        nd->src[1] = w[i];
+        nd->ip[0] = LV_TRANS_B;
+        nd->ip[1] = 1;
+        nd->ip[2] = M;
+        nd->ip[3] = w[i]->shape[0];
+        nd->ip[4] = K;
+        nd->out = lv_graph_tensor_out(g, LV_F32, 2, (int64_t[]){ M, w[i]->shape[0] });
+        if (!nd->out)
+            return LV_ERR;
+        np[i] = nd;
+    }
+    return op_run_n(g, np, n, y);
+}
+
 lv_tensor *lv_linear(lv_graph *g, lv_tensor *x, lv_tensor *w, lv_tensor *bias)
 {
     if (!x || !w)

@@ -23,6 +23,11 @@
 lv_node *op_begin(lv_graph *g, enum lv_op op);
 /* Run the node's forward; record it if needed. Returns node->out, or NULL on error. */
 lv_tensor *op_run(lv_graph *g, lv_node *n);
+/* The same for n nodes built apart from the tape (as op_begin would have made them, their
+ * outputs allocated), run as one group where the backend takes them (forward_n), else one
+ * by one; each is then kept as op_run keeps a node. out[i]: node i's output. LV_OK, or
+ * LV_ERR with the message set. */
+int op_run_n(lv_graph *g, lv_node *const *nodes, int n, lv_tensor **out);
 /* x if contiguous (any dtype), else a contiguous F32 copy recorded as LV_OP_CONT. */
 lv_tensor *op_cont(lv_graph *g, lv_tensor *x);
 /* A shape message for errors: "(2, 3)". Uses a rotating static buffer per thread. */

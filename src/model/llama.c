@@ -292,12 +292,32 @@ static int site_of(const lv_llama *m, int layer, enum lv_llm_site k)
     return m->peft ? lv_site_llm(m->peft->sites, layer, k) : 0;
 }
 
+/* the adapters at a projection's site, given its input x and its base output y */
+static lv_tensor *adapt(lv_llama *m, int site, lv_tensor *x, lv_tensor *y)
+{
+    return lv_peft_stack_active(m->peft, site)
+               ? lv_peft_stack_apply(m->peft, m->g, site, x, y, NULL, m->pos) : y;
+}
+
 /* a linear projection and the adapters at its site */
 static lv_tensor *proj(lv_llama *m, int site, lv_tensor *x, lv_tensor *w)
 {
     lv_tensor *y = lv_linear(m->g, x, w, NULL);
-    return lv_peft_stack_active(m->peft, site)
-               ? lv_peft_stack_apply(m->peft, m->g, site, x, y, NULL, m->pos) : y;
+    return y ? adapt(m, site, x, y) : NULL;
+}
+
+/* n projections of the same x (q, k, v; gate, up) through one lv_linear_n, each with the
+ * adapters at its site; y[i] NULL on error */
+static void proj_n(lv_llama *m, int l, const enum lv_llm_site *sites, int n, lv_tensor *x,
+                   lv_tensor *const *w, lv_tensor **y)
+{
+    if (!x || lv_linear_n(m->g, x, n, w, y) != LV_OK) {
+        for (int i = 0; i < n; i++)
+            y[i] = NULL;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        y[i] = adapt(m, site_of(m, l, sites[i]), x, y[i]);
 }
 
 /* the normalised residual stream and the adapters at its site */
@@ -343,9 +363,10 @@ static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, int64_t sk
         int l_ = (int)l;
         lv_tensor *n = lv_rmsnorm(g, x, L->attn_norm, eps);
         n = stream(m, site_of(m, l_, LV_LLM_ATTN_IN), n);
-        lv_tensor *q = proj(m, site_of(m, l_, LV_LLM_Q), n, L->wq);
-        lv_tensor *k = proj(m, site_of(m, l_, LV_LLM_K), n, L->wk);
-        lv_tensor *v = proj(m, site_of(m, l_, LV_LLM_V), n, L->wv);
+        lv_tensor *qkv[3];
+        proj_n(m, l_, (enum lv_llm_site[]){ LV_LLM_Q, LV_LLM_K, LV_LLM_V }, 3, n,
+               (lv_tensor *[]){ L->wq, L->wk, L->wv }, qkv);
+        lv_tensor *q = qkv[0], *k = qkv[1], *v = qkv[2];
         q = lv_reshape(g, q, 3, (int64_t[]){ T, H, D });
         k = lv_reshape(g, k, 3, (int64_t[]){ T, KV, D });
         v = lv_reshape(g, v, 3, (int64_t[]){ T, KV, D });
@@ -356,8 +377,10 @@ static lv_tensor *forward_graph(lv_llama *m, lv_tensor *x, int64_t T, int64_t sk
         lv_tensor *h = lv_add(g, x, proj(m, site_of(m, l_, LV_LLM_O), a, L->wo));
         lv_tensor *f = lv_rmsnorm(g, h, L->ffn_norm, eps);
         f = stream(m, site_of(m, l_, LV_LLM_FFN_IN), f);
-        f = lv_swiglu(g, proj(m, site_of(m, l_, LV_LLM_GATE), f, L->w_gate),
-                      proj(m, site_of(m, l_, LV_LLM_UP), f, L->w_up));
+        lv_tensor *gu[2];
+        proj_n(m, l_, (enum lv_llm_site[]){ LV_LLM_GATE, LV_LLM_UP }, 2, f,
+               (lv_tensor *[]){ L->w_gate, L->w_up }, gu);
+        f = lv_swiglu(g, gu[0], gu[1]);
         x = lv_add(g, h, proj(m, site_of(m, l_, LV_LLM_DOWN), f, L->w_down));
     }
     if (x && !all && T > 1)

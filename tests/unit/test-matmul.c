@@ -1,7 +1,8 @@
 /*
  * test-matmul.c: lv_matmul and lv_linear: every transpose combination, batched and shared
  * right-hand sides, F16 and BF16 right-hand sides (with panels large enough to need several
- * conversions), against float64 references and central differences.
+ * conversions), against float64 references and central differences; lv_linear_n against
+ * separate lv_linear calls.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -78,6 +79,73 @@ static void run(const char *what, int an, const int64_t *as, int bn, const int64
     lv_tensor_free(in[1]);
 }
 
+/* y[i] = x w[i]^T for three weights through lv_linear_n (grouped) or three lv_linear calls,
+ * recorded with x a parameter; returns the sum of every output, x->grad after backward */
+static lv_tensor *three_linears(lv_graph *g, lv_tensor *x, lv_tensor *const *w, bool group,
+                                lv_tensor **y)
+{
+    lv_graph_set_recording(g, true);
+    if (group) {
+        if (lv_linear_n(g, x, 3, w, y) != LV_OK)
+            return NULL;
+    } else {
+        for (int i = 0; i < 3; i++)
+            y[i] = lv_linear(g, x, w[i], NULL);
+    }
+    lv_tensor *s = lv_add(g, lv_add(g, lv_sum_all(g, y[0]), lv_sum_all(g, y[1])),
+                          lv_sum_all(g, y[2]));
+    return s && lv_backward(g, s) == LV_OK ? s : NULL;
+}
+
+/* lv_linear_n against three lv_linear calls: the same values and the same gradient of x, bit
+ * for bit (the grouped pass runs the same kernels in one region), for every weight type, at
+ * decoding sizes (grouped on the CPU) and at a prompt's (one by one; NF4 is never grouped) */
+static void linear_n(void)
+{
+    static const lv_dtype types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4 };
+    static const int64_t rows[] = { 1, 3, 9 };
+    int64_t K = 128, N[3] = { 96, 32, 64 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        lv_tensor *w[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t ws[2] = { N[i], K };
+            lv_tensor *wf = tu_rand_tensor(LV_F32, 2, ws, 1.0);
+            w[i] = lv_tensor_new(types[ti], 2, ws);
+            lv_convert_row(w[i]->data, types[ti], wf->data, LV_F32, N[i] * K);
+            lv_tensor_set_frozen(w[i]);
+            lv_tensor_free(wf);
+        }
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+            int64_t xs[2] = { rows[ri], K };
+            lv_tensor *x = tu_rand_tensor(LV_F32, 2, xs, 1.0);
+            lv_tensor_set_param(x);
+            lv_graph *g1 = lv_graph_new(NULL), *g2 = lv_graph_new(NULL);
+            lv_tensor *y1[3], *y2[3];
+            bool ok = three_linears(g1, x, w, false, y1) != NULL;
+            lv_tensor *dx1 = ok && x->grad ? lv_tensor_new(LV_F32, 2, xs) : NULL;
+            if (dx1) {
+                memcpy(dx1->data, x->grad->data, lv_tensor_nbytes(dx1));
+                memset(x->grad->data, 0, lv_tensor_nbytes(dx1));
+            }
+            ok = ok && dx1 && three_linears(g2, x, w, true, y2) != NULL;
+            bool same = ok;
+            for (int i = 0; same && i < 3; i++)
+                same = y1[i]->shape[1] == N[i] && y2[i]->shape[1] == N[i] &&
+                       memcmp(y1[i]->data, y2[i]->data, lv_tensor_nbytes(y1[i])) == 0;
+            same = same && memcmp(dx1->data, x->grad->data, lv_tensor_nbytes(dx1)) == 0;
+            tu_assert(same, "lv_linear_n, %s weights, %lld row(s): outputs and dx as three "
+                      "lv_linear calls (%s)", lv_dtype_name(types[ti]), (long long)rows[ri],
+                      ok ? "compared" : lv_errmsg());
+            lv_graph_free(g1);
+            lv_graph_free(g2);
+            lv_tensor_free(dx1);
+            lv_tensor_free(x);
+        }
+        for (int i = 0; i < 3; i++)
+            lv_tensor_free(w[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "matmul");
@@ -134,6 +202,7 @@ int main(int argc, char **argv)
         lv_tensor_free(x1t);
         lv_tensor_free(wbad);
     }
+    linear_n();
     {   /* a small product checked at a tighter tolerance */
         int64_t as[2] = { 4, 6 }, bs[2] = { 6, 5 };
         lv_tensor *a = tu_rand_tensor(LV_F32, 2, as, 1.0), *b = tu_rand_tensor(LV_F32, 2, bs, 1.0);

@@ -133,21 +133,51 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
 /* up to this many rows of a, matrix-vector products beat the tiled sgemm */
 #define GEMV_MAX_M 4
 
+/* rows [t GEMV_ROWS, (t + 1) GEMV_ROWS) of c (M, N) = beta c + a (M, K) b^T */
+static inline void gemv_chunk(float *c, const float *a, const void *b, cpu_dot_fn dot,
+                              size_t row, int64_t M, int64_t N, int64_t K, float beta, int64_t t)
+{
+    int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
+    for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
+        const void *bn = (const char *)b + (size_t)n * row;
+        for (int64_t m = 0; m < M; m++) {
+            float v = dot(a + m * K, bn, K);
+            c[m * N + n] = beta == 0.0f ? v : beta * c[m * N + n] + v;
+        }
+    }
+}
+
 void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, int64_t N,
               int64_t K, float beta, const struct cpu_simd *s)
 {
     cpu_dot_fn dot = s->dot[bt];
     size_t row = lv_dtype_bytes(bt, K);
     CPU_FOR(M * N * K, t, (N + GEMV_ROWS - 1) / GEMV_ROWS, {
-        int64_t n1 = (t + 1) * GEMV_ROWS < N ? (t + 1) * GEMV_ROWS : N;
-        for (int64_t n = t * GEMV_ROWS; n < n1; n++) {
-            const void *bn = (const char *)b + (size_t)n * row;
-            for (int64_t m = 0; m < M; m++) {
-                float v = dot(a + m * K, bn, K);
-                c[m * N + n] = beta == 0.0f ? v : beta * c[m * N + n] + v;
-            }
-        }
+        gemv_chunk(c, a, b, dot, row, M, N, K, beta, t);
     });
+}
+
+bool cpu_gemv_n(int n, float *const *c, const float *a, const void *const *b,
+                const lv_dtype *bt, const int64_t *N, int64_t M, int64_t K)
+{
+    const struct cpu_simd *s = cpu_simd();
+    int64_t first[CPU_GEMV_N_MAX + 1] = { 0 }, work = 0;
+    if (n > CPU_GEMV_N_MAX || M > GEMV_MAX_M || K <= 0)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (!s->dot[bt[i]])
+            return false;
+        first[i + 1] = first[i] + (N[i] + GEMV_ROWS - 1) / GEMV_ROWS;
+        work += M * N[i] * K;
+    }
+    CPU_FOR(work, t, first[n], {
+        int i = 0;
+        while (t >= first[i + 1])
+            i++;
+        gemv_chunk(c[i], a, b[i], s->dot[bt[i]], lv_dtype_bytes(bt[i], K), M, N[i], K, 0.0f,
+                   t - first[i]);
+    });
+    return true;
 }
 
 /* c (M, N) = a (M, K) b^T for NF4 b (N, K), K a multiple of 64: each row of b is whole

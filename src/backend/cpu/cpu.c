@@ -308,6 +308,32 @@ static int patch_embed_backward(lv_node *n, const float *dy, lv_tensor *const *d
  * dispatch
  */
 
+/* Matrix products of a few rows sharing their input (lv_linear_n) as one pass over all the
+ * weights' rows; anything else is left to be run node by node. */
+static bool cpu_forward_n(void *ctx, lv_node *const *nodes, int n)
+{
+    (void)ctx;
+    float *c[CPU_GEMV_N_MAX];
+    const void *b[CPU_GEMV_N_MAX];
+    lv_dtype bt[CPU_GEMV_N_MAX];
+    int64_t N[CPU_GEMV_N_MAX];
+    if (n < 1 || n > CPU_GEMV_N_MAX)
+        return false;
+    const lv_tensor *a = nodes[0]->src[0];
+    for (int i = 0; i < n; i++) {
+        const lv_node *nd = nodes[i];
+        if (nd->op != LV_OP_MATMUL || nd->src[0] != a || nd->ip[0] != LV_TRANS_B ||
+            nd->ip[1] != 1 || nd->ip[5] || nd->ip[2] != nodes[0]->ip[2] ||
+            nd->ip[4] != nodes[0]->ip[4])
+            return false;
+        c[i] = F(nd->out);
+        b[i] = nd->src[1]->data;
+        bt[i] = nd->src[1]->dtype;
+        N[i] = nd->ip[3];
+    }
+    return cpu_gemv_n(n, c, FC(a), b, bt, N, nodes[0]->ip[2], nodes[0]->ip[4]);
+}
+
 static int cpu_forward(void *ctx, lv_node *n)
 {
     (void)ctx;
@@ -506,6 +532,7 @@ static const struct lv_backend_ops cpu_ops = {
     .sync        = cpu_sync,
     .supports    = cpu_supports,
     .forward     = cpu_forward,
+    .forward_n   = cpu_forward_n,
     .backward    = cpu_backward,
     .set_threads = cpu_set_threads,
     .done        = NULL,

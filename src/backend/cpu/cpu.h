@@ -146,6 +146,13 @@ bool cpu_simd_use(enum cpu_simd_level l);
  * for small M (decoding), with the given kernels; each output by one thread. */
 void cpu_gemv(float *c, const float *a, const void *b, lv_dtype bt, int64_t M, int64_t N,
               int64_t K, float beta, const struct cpu_simd *s);
+/* c[i] (M, N[i]) = a (M, K) b[i]^T for n products sharing a, as one parallel loop over the
+ * rows of all the b[i] (one region, each thread a contiguous run of them); false, with
+ * nothing done, where the matrix-vector kernels do not apply (more than CPU_GEMV_N_MAX
+ * products or the kernels' rows of a, K = 0, a type without a dot kernel). */
+#define CPU_GEMV_N_MAX 4
+bool cpu_gemv_n(int n, float *const *c, const float *a, const void *const *b,
+                const lv_dtype *bt, const int64_t *N, int64_t M, int64_t K);
 
 void cpu_gemm(float *c, const float *a, const void *b, lv_dtype bt, int ta, int tb,
               int64_t M, int64_t N, int64_t K, float beta);
