@@ -19,15 +19,30 @@
  * broadcasting binary ops over a 4-D padded shape
  */
 
-static inline float binary_apply(enum cpu_binary f, float a, float b)
+/* y[j] = f(a[j], b[j * bs]) for a row of n: one loop per op and stride 1 or 0 (a residual
+ * add, a bias), which the compiler vectorises, else the general loop */
+#define BINARY_ROW(OP)                                                                       \
+    do {                                                                                     \
+        if (bs == 1)                                                                         \
+            for (int64_t j = 0; j < n; j++)                                                  \
+                y[j] = a[j] OP b[j];                                                         \
+        else if (bs == 0)                                                                    \
+            for (int64_t j = 0; j < n; j++)                                                  \
+                y[j] = a[j] OP b[0];                                                         \
+        else                                                                                 \
+            for (int64_t j = 0; j < n; j++)                                                  \
+                y[j] = a[j] OP b[j * bs];                                                    \
+    } while (0)
+
+static inline void binary_row(float *y, const float *a, const float *b, int64_t bs,
+                              int64_t n, enum cpu_binary f)
 {
     switch (f) {
-    case CPU_ADD: return a + b;
-    case CPU_SUB: return a - b;
-    case CPU_MUL: return a * b;
-    case CPU_DIV: return a / b;
+    case CPU_ADD: BINARY_ROW(+); break;
+    case CPU_SUB: BINARY_ROW(-); break;
+    case CPU_MUL: BINARY_ROW(*); break;
+    case CPU_DIV: BINARY_ROW(/); break;
     }
-    return 0.0f;
 }
 
 static inline int64_t bindex(int64_t i, const int64_t *shape4, const int64_t *bstride)
@@ -48,9 +63,7 @@ void cpu_binary_forward(float *y, const float *a, const float *b, const int64_t 
     /* rows of the last dim: b is either contiguous along it or a scalar there */
     CPU_FOR(n, r, n / (inner ? inner : 1), {
         int64_t boff = bindex(r * inner, shape4, bstride);
-        int64_t bs = bstride[3];
-        for (int64_t j = 0; j < inner; j++)
-            y[r * inner + j] = binary_apply(f, a[r * inner + j], b[boff + j * bs]);
+        binary_row(y + r * inner, a + r * inner, b + boff, bstride[3], inner, f);
     });
 }
 
