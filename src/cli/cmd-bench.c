@@ -84,7 +84,7 @@ static double prefill_flops(const struct lv_model_config *c, int64_t T)
            2.0 * C * (double)c->vocab;
 }
 
-/* One line of the decode profile. */
+/* One line of a profile. */
 struct prof_row {
     char what[64];
     long calls;

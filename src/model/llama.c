@@ -60,17 +60,18 @@ static int alloc_caches(lv_llama *m, const char *what)
     int64_t shape[3] = { m->c.n_kv_heads, m->n_ctx, m->c.head_dim };
     size_t one = lv_dtype_bytes(LV_F32, shape[0] * shape[1] * shape[2]);
     size_t n = 2 * (size_t)m->c.n_layers;
-    if (one <= SIZE_MAX / n && (m->cache_block = lv_zalloc(one * n)))
-        m->cache_bytes = one * n;
-    for (int64_t l = 0; m->cache_block && l < m->c.n_layers; l++) {
+    if (one > SIZE_MAX / n || !(m->cache_block = lv_zalloc(one * n)))
+        goto fail;
+    m->cache_bytes = one * n;
+    for (int64_t l = 0; l < m->c.n_layers; l++) {
         char *p = (char *)m->cache_block + 2 * (size_t)l * one;
         m->cache[l].k = lv_tensor_wrap(p, LV_F32, 3, shape);
         m->cache[l].v = lv_tensor_wrap(p + one, LV_F32, 3, shape);
         if (!m->cache[l].k || !m->cache[l].v)
-            break;
-        if (l == m->c.n_layers - 1)
-            return LV_OK;
+            goto fail;
     }
+    return LV_OK;
+fail:
     return lv_error_status(LV_ENOMEM, "%s: no memory for a kv cache of %lld positions", what,
                            (long long)m->n_ctx);
 }

@@ -161,12 +161,15 @@ bool cpu_gemv_n(int n, float *const *c, const float *a, const void *const *b,
                 const lv_dtype *bt, const int64_t *N, int64_t M, int64_t K)
 {
     const struct cpu_simd *s = cpu_simd();
-    int64_t first[CPU_GEMV_N_MAX + 1] = { 0 }, work = 0;
+    cpu_dot_fn dot[CPU_GEMV_N_MAX];
+    size_t row[CPU_GEMV_N_MAX];
+    int64_t first[CPU_GEMV_N_MAX + 1] = { 0 }, work = 0;   /* product i's first chunk */
     if (n > CPU_GEMV_N_MAX || M > GEMV_MAX_M || K <= 0)
         return false;
     for (int i = 0; i < n; i++) {
-        if (!s->dot[bt[i]])
+        if (!(dot[i] = s->dot[bt[i]]))
             return false;
+        row[i] = lv_dtype_bytes(bt[i], K);
         first[i + 1] = first[i] + (N[i] + GEMV_ROWS - 1) / GEMV_ROWS;
         work += M * N[i] * K;
     }
@@ -174,8 +177,7 @@ bool cpu_gemv_n(int n, float *const *c, const float *a, const void *const *b,
         int i = 0;
         while (t >= first[i + 1])
             i++;
-        gemv_chunk(c[i], a, b[i], s->dot[bt[i]], lv_dtype_bytes(bt[i], K), M, N[i], K, 0.0f,
-                   t - first[i]);
+        gemv_chunk(c[i], a, b[i], dot[i], row[i], M, N[i], K, 0.0f, t - first[i]);
     });
     return true;
 }

@@ -123,7 +123,6 @@ static float dot_q4_0_generic(const float *x, const void *w, int64_t k)
     return s;
 }
 
-#ifdef LV_X86
 static void attn_scores_generic(float *sc, const float *q, const float *k, int64_t n,
                                 int64_t D, int64_t ld, float scale)
 {
@@ -144,6 +143,7 @@ static void swiglu_generic(float *y, const float *gate, const float *up, int64_t
         y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+#ifdef LV_X86
 /* exp(x) in vectors: x clamped to [EXP_LO, EXP_HI] (the results stay normal floats: 1.6e-38
  * to 1.7e38), x = n ln 2 + r with |r| <= ln 2 / 2, exp(r) by Cephes' expf polynomial (within
  * 2 ulp of expf), times 2^n through the exponent bits */

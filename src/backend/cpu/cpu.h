@@ -195,7 +195,7 @@ void cpu_rope_backward(float *dx, const float *dy, const int32_t *pos, int64_t B
  * the scaled scores  mask: (T, S) or NULL, nonzero = blocked.  causal: query t is at position
  * S - T + t and sees keys s <= S - T + t.  A query row with no visible key gives zeros
  * (lse = -inf).  for_grad: a backward will follow, so few-query rows score their keys the way
- * cpu_attention_backward does (else through sgemv, faster). */
+ * cpu_attention_backward does (else through the path's row kernels, faster). */
 void cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                            const float *v, const int32_t *mask, int64_t B, int64_t T,
                            int64_t S, int64_t H, int64_t KV, int64_t D, int64_t kv_stride,
