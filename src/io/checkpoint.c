@@ -95,12 +95,24 @@ static const struct type_row {
     [LV_CKPT_Q4_K] = { "Q4_K", -1, LV_GGML_TYPE_Q4_K },
     [LV_CKPT_Q5_K] = { "Q5_K", -1, LV_GGML_TYPE_Q5_K },
     [LV_CKPT_Q6_K] = { "Q6_K", -1, LV_GGML_TYPE_Q6_K },
+    [LV_CKPT_Q4_1] = { "Q4_1", -1, LV_GGML_TYPE_Q4_1 },
+    [LV_CKPT_Q5_0] = { "Q5_0", -1, LV_GGML_TYPE_Q5_0 },
+    [LV_CKPT_Q5_1] = { "Q5_1", -1, LV_GGML_TYPE_Q5_1 },
+    [LV_CKPT_Q2_K] = { "Q2_K", -1, LV_GGML_TYPE_Q2_K },
+    [LV_CKPT_Q3_K] = { "Q3_K", -1, LV_GGML_TYPE_Q3_K },
+    [LV_CKPT_IQ4_NL] = { "IQ4_NL", -1, LV_GGML_TYPE_IQ4_NL },
+    [LV_CKPT_IQ4_XS] = { "IQ4_XS", -1, LV_GGML_TYPE_IQ4_XS },
     [LV_CKPT_OTHER] = { "other", -1, -1 },
 };
 
 const char *lv_ckpt_type_name(enum lv_ckpt_type t)
 {
     return (unsigned)t < LV_CKPT_TYPE_COUNT ? type_rows[t].name : "?";
+}
+
+int lv_ckpt_type_ggml(enum lv_ckpt_type t)
+{
+    return (unsigned)t < LV_CKPT_TYPE_COUNT ? type_rows[t].ggml : -1;
 }
 
 static enum lv_ckpt_type type_from_st(int st)
@@ -1503,7 +1515,7 @@ static int write_gguf_part(const struct lv_checkpoint *ck, const char *path, boo
         else if ((rc = converted(ck, t, true, false, &data, &nbytes, &owned[i])) == LV_OK)
             rc = lv_gguf_writer_add_tensor(w, name, (uint32_t)g, t->ndim, t->shape, data,
                                            nbytes);
-        quant = quant || (t->type >= LV_CKPT_Q8_0 && t->type <= LV_CKPT_Q6_K);
+        quant = quant || lv_ggml_block_elems((uint32_t)g) > 1;
     }
     if (rc == LV_OK && quant)
         rc = lv_gguf_writer_add_u32(w, "general.quantization_version", 2);

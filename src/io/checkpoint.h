@@ -37,6 +37,8 @@ enum lv_ckpt_type {
     LV_CKPT_I8, LV_CKPT_U8, LV_CKPT_I16, LV_CKPT_I32, LV_CKPT_I64, LV_CKPT_BOOL,
     LV_CKPT_Q8_0, LV_CKPT_Q4_0,                       /* ggml blocks, kept as stored */
     LV_CKPT_Q4_K, LV_CKPT_Q5_K, LV_CKPT_Q6_K,         /* converted at load (Q8_0 or BF16) */
+    LV_CKPT_Q4_1, LV_CKPT_Q5_0, LV_CKPT_Q5_1,         /* the same */
+    LV_CKPT_Q2_K, LV_CKPT_Q3_K, LV_CKPT_IQ4_NL, LV_CKPT_IQ4_XS,
     LV_CKPT_OTHER,                                    /* listed by info, refused by loaders */
     LV_CKPT_TYPE_COUNT
 };
@@ -83,6 +85,8 @@ const struct lv_ckpt_tensor *lv_checkpoint_find(const struct lv_checkpoint *ck,
                                                 const char *name);
 const char *lv_ckpt_format_name(enum lv_ckpt_format f);
 const char *lv_ckpt_type_name(enum lv_ckpt_type t);
+/* The ggml type (lv_ggml_type) of a storage type, -1 when GGUF has none. */
+int lv_ckpt_type_ggml(enum lv_ckpt_type t);
 
 /* Write ck as a Hugging Face directory (config.json, model.safetensors, tokenizer files when
  * the input has them) or as GGUF in llama.cpp's conventions (LLaVA: the text model, and the

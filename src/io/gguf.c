@@ -208,9 +208,16 @@ enum lv_gguf_load lv_gguf_type_loadable(uint32_t type)
     case LV_GGML_TYPE_Q8_0:
     case LV_GGML_TYPE_Q4_0:
         return LV_GGUF_LOAD_KEEP;
+    case LV_GGML_TYPE_Q4_1:
+    case LV_GGML_TYPE_Q5_0:
+    case LV_GGML_TYPE_Q5_1:
+    case LV_GGML_TYPE_Q2_K:
+    case LV_GGML_TYPE_Q3_K:
     case LV_GGML_TYPE_Q4_K:
     case LV_GGML_TYPE_Q5_K:
     case LV_GGML_TYPE_Q6_K:
+    case LV_GGML_TYPE_IQ4_NL:
+    case LV_GGML_TYPE_IQ4_XS:
         return LV_GGUF_LOAD_CONVERT;
     default:
         return LV_GGUF_LOAD_REFUSE;
@@ -226,8 +233,8 @@ int lv_gguf_tensor_check_loadable(const lv_gguf_tensor *t)
         return LV_OK;
     return lv_error_status(LV_ENOTSUP,
                            "%s: tensor '%s': ggml type %s (%" PRIu32 ") is not supported "
-                           "(lavinia loads F32, F16, BF16, Q8_0 and Q4_0, and converts Q4_K, "
-                           "Q5_K and Q6_K); re-quantize the model to one of these",
+                           "(lavinia loads F32, F16, BF16, Q8_0 and Q4_0, and converts "
+                           LV_GGUF_CONVERTED_TYPES "); re-quantize the model to one of these",
                            t->file, tname(t, nm, sizeof nm), lv_ggml_type_name(t->type),
                            t->type);
 }
@@ -1045,6 +1052,128 @@ static void deq_q8_0(const uint8_t *b, float *y)
         y[j] = (int8_t)b[2 + j] * d;
 }
 
+/* Q4_1: f16 d, f16 m; qs[16] as Q4_0's; value d * q + m. */
+static void deq_q4_1(const uint8_t *b, float *y)
+{
+    const float d = f16_at(b), m = f16_at(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < 16; j++) {
+        const int x0 = qs[j] & 0x0F, x1 = qs[j] >> 4;
+        y[j] = x0 * d + m;
+        y[j + 16] = x1 * d + m;
+    }
+}
+
+/* The fifth bits of Q5_0/Q5_1: bit j of the little-endian qh is element j's, bit j + 16
+ * element j + 16's; placed at bit 4 of the 5-bit value. */
+static inline int q5_hi(uint32_t qh, int j)
+{
+    return (int)(((qh >> j) << 4) & 0x10);
+}
+
+/* Q5_0: f16 d; qh[4]; qs[16] (low 4 bits as Q4_0); value d * (q - 16). */
+static void deq_q5_0(const uint8_t *b, float *y)
+{
+    const float d = f16_at(b);
+    const uint32_t qh = ld32(b + 2);
+    const uint8_t *qs = b + 6;
+    for (int j = 0; j < 16; j++) {
+        const int x0 = ((qs[j] & 0x0F) | q5_hi(qh, j)) - 16;
+        const int x1 = ((qs[j] >> 4) | q5_hi(qh, j + 16)) - 16;
+        y[j] = x0 * d;
+        y[j + 16] = x1 * d;
+    }
+}
+
+/* Q5_1: f16 d, f16 m; qh[4]; qs[16]; value d * q + m. */
+static void deq_q5_1(const uint8_t *b, float *y)
+{
+    const float d = f16_at(b), m = f16_at(b + 2);
+    const uint32_t qh = ld32(b + 4);
+    const uint8_t *qs = b + 8;
+    for (int j = 0; j < 16; j++) {
+        const int x0 = (qs[j] & 0x0F) | q5_hi(qh, j);
+        const int x1 = (qs[j] >> 4) | q5_hi(qh, j + 16);
+        y[j] = x0 * d + m;
+        y[j + 16] = x1 * d + m;
+    }
+}
+
+/* IQ4_NL/IQ4_XS: the 16 non-linear 4-bit values (ggml-common.h kvalues_iq4nl). */
+static const int8_t iq4nl_values[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
+                                         1,    13,   25,  38,  53,  69,  89,  113 };
+
+/* 32 IQ4 values from qs[16] (element j in the low nibble of byte j, j + 16 in the high one),
+ * times dl */
+static inline void deq_iq4_32(const uint8_t *qs, float dl, float *y)
+{
+    for (int j = 0; j < 16; j++) {
+        y[j] = dl * iq4nl_values[qs[j] & 0xF];
+        y[j + 16] = dl * iq4nl_values[qs[j] >> 4];
+    }
+}
+
+/* IQ4_NL: f16 d; qs[16]. */
+static void deq_iq4_nl(const uint8_t *b, float *y)
+{
+    deq_iq4_32(b + 2, f16_at(b), y);
+}
+
+/* IQ4_XS: f16 d, u16 scales_h, scales_l[4], qs[128]; sub-block ib's 6-bit scale is nibble
+ * ib % 2 of scales_l[ib / 2] with bits 2ib, 2ib+1 of scales_h above it, minus 32. */
+static void deq_iq4_xs(const uint8_t *b, float *y)
+{
+    const float d = f16_at(b);
+    const unsigned sh = ld16(b + 2);
+    const uint8_t *sl = b + 4, *qs = b + 8;
+    for (int ib = 0; ib < 8; ib++, y += 32, qs += 16) {
+        const int ls = ((sl[ib / 2] >> 4 * (ib % 2)) & 0xF) | (int)(((sh >> 2 * ib) & 3) << 4);
+        deq_iq4_32(qs, d * (ls - 32), y);
+    }
+}
+
+/* Q2_K: scales[16] (low nibble the scale, high the min of 16 values), qs[64] (2 bits),
+ * f16 d, f16 dmin (at the END). Value d * sc * q - dmin * m; in each half of 128 values,
+ * the four 32-value groups are the bit pairs 0, 2, 4, 6 of qs[32h .. 32h + 31]. */
+static void deq_q2_k(const uint8_t *b, float *y)
+{
+    const float d = f16_at(b + 80), min = f16_at(b + 82);
+    const uint8_t *sc = b, *q = b + 16;
+    int is = 0;
+    for (int n = 0; n < 256; n += 128, q += 32)
+        for (int shift = 0; shift < 8; shift += 2)
+            for (int h = 0; h < 32; h += 16) {
+                const uint8_t s = sc[is++];
+                const float dl = d * (s & 0xF), ml = min * (s >> 4);
+                for (int l = 0; l < 16; ++l)
+                    *y++ = dl * ((q[l + h] >> shift) & 3) - ml;
+            }
+}
+
+/* Q3_K: hmask[32] (third bits), qs[64] (low 2 bits, laid out as Q2_K's), scales[12], f16 d.
+ * Scale j (6 bits, minus 32): low 4 bits in the low (j < 8) or high (j >= 8) nibble of byte
+ * j % 8, the top two at bits 2 (j / 4) of byte 8 + j % 4. A value whose hmask bit is clear
+ * has 4 taken off; the hmask bit of group g of 32 values is bit g, counted over the block. */
+static void deq_q3_k(const uint8_t *b, float *y)
+{
+    const float d_all = f16_at(b + 108);
+    const uint8_t *hm = b, *q = b + 32, *s = b + 96;
+    int scales[16];
+    for (int j = 0; j < 16; j++) {
+        const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+        scales[j] = (lo | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+    }
+    int is = 0;
+    unsigned m = 1;
+    for (int n = 0; n < 256; n += 128, q += 32)
+        for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+            for (int h = 0; h < 32; h += 16) {
+                const float dl = d_all * scales[is++];
+                for (int l = 0; l < 16; ++l)
+                    *y++ = dl * (((q[l + h] >> shift) & 3) - ((hm[l + h] & m) ? 0 : 4));
+            }
+}
+
 /* The 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (ggml get_scale_min_k4). */
 static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
@@ -1150,10 +1279,17 @@ int lv_gguf_dequantize(uint32_t type, const void *src, float *dst, int64_t n)
             dst[i] = lv_bf16_to_f32(ld16(s + 2 * i));
         return LV_OK;
     case LV_GGML_TYPE_Q4_0: deq = deq_q4_0; break;
+    case LV_GGML_TYPE_Q4_1: deq = deq_q4_1; break;
+    case LV_GGML_TYPE_Q5_0: deq = deq_q5_0; break;
+    case LV_GGML_TYPE_Q5_1: deq = deq_q5_1; break;
     case LV_GGML_TYPE_Q8_0: deq = deq_q8_0; break;
+    case LV_GGML_TYPE_Q2_K: deq = deq_q2_k; break;
+    case LV_GGML_TYPE_Q3_K: deq = deq_q3_k; break;
     case LV_GGML_TYPE_Q4_K: deq = deq_q4_k; break;
     case LV_GGML_TYPE_Q5_K: deq = deq_q5_k; break;
     case LV_GGML_TYPE_Q6_K: deq = deq_q6_k; break;
+    case LV_GGML_TYPE_IQ4_NL: deq = deq_iq4_nl; break;
+    case LV_GGML_TYPE_IQ4_XS: deq = deq_iq4_xs; break;
     default:
         return lv_error_status(LV_ENOTSUP, "ggml type %s (%" PRIu32 "): dequantization is not "
                                "supported", lv_ggml_type_name(type), type);
@@ -1203,16 +1339,10 @@ int lv_gguf_convert_tensor(const lv_gguf_tensor *t, uint32_t to_type, void *dst,
         return lv_error_status(LV_ENOTSUP, "%s: tensor '%s': conversion to %s is not supported"
                                " (only to Q8_0 or BF16)", t->file, nm,
                                lv_ggml_type_name(to_type));
-    switch (t->type) {
-    case LV_GGML_TYPE_F32: case LV_GGML_TYPE_F16: case LV_GGML_TYPE_BF16:
-    case LV_GGML_TYPE_Q4_0: case LV_GGML_TYPE_Q8_0:
-    case LV_GGML_TYPE_Q4_K: case LV_GGML_TYPE_Q5_K: case LV_GGML_TYPE_Q6_K:
-        break;
-    default:
+    if (lv_gguf_type_loadable(t->type) == LV_GGUF_LOAD_REFUSE)
         return lv_error_status(LV_ENOTSUP, "%s: tensor '%s': ggml type %s cannot be converted "
-                               "(lavinia converts Q4_K, Q5_K and Q6_K)", t->file, nm,
+                               "(lavinia converts " LV_GGUF_CONVERTED_TYPES ")", t->file, nm,
                                lv_ggml_type_name(t->type));
-    }
     if (to_type == LV_GGML_TYPE_Q8_0 && t->nelem % 32)
         return lv_error("%s: tensor '%s': %" PRId64 " elements cannot be Q8_0 (not a multiple "
                         "of 32)", t->file, nm, t->nelem);

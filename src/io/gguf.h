@@ -20,9 +20,10 @@
  *         ...                            // the message names the file, the key and its type
  *     lv_gguf_close(&f);
  *
- * Tensors: F32, F16, BF16, Q8_0 and Q4_0 are used as stored; Q4_K, Q5_K and Q6_K are
- * converted at load to Q8_0 or BF16 with lv_gguf_convert_tensor (never to F32); every other
- * ggml type is refused by lv_gguf_tensor_check_loadable with its name.
+ * Tensors: F32, F16, BF16, Q8_0 and Q4_0 are used as stored; Q4_1, Q5_0, Q5_1, the
+ * k-quants Q2_K to Q6_K, IQ4_NL and IQ4_XS are converted at load to Q8_0 or BF16 with
+ * lv_gguf_convert_tensor (never to F32); every other ggml type (the lattice IQ1/IQ2/IQ3
+ * types, TQ*, MXFP4, ...) is refused by lv_gguf_tensor_check_loadable with its name.
  *
  * Writing: lv_gguf_writer_new, lv_gguf_writer_add_* for metadata (insertion order is kept),
  * lv_gguf_writer_add_tensor (PyTorch-order shape, data borrowed until the write),
@@ -211,22 +212,25 @@ uint64_t lv_ggml_block_bytes(uint32_t type);
 /* Bytes of nelem elements (a multiple of the block size), 0 if unknown or on overflow. */
 uint64_t lv_ggml_nbytes(uint32_t type, int64_t nelem);
 
+/* The types lavinia converts at load, for messages. */
+#define LV_GGUF_CONVERTED_TYPES "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS"
+
 /* How lavinia loads a tensor of this type (the 0 value refuses, so it reads as a bool). */
 enum lv_gguf_load {
-    LV_GGUF_LOAD_REFUSE = 0,      /* Q2_K, Q3_K, IQ*, Q4_1, ...: no support */
+    LV_GGUF_LOAD_REFUSE = 0,      /* IQ1/IQ2/IQ3, TQ*, Q8_1, MXFP4, ...: no support */
     LV_GGUF_LOAD_KEEP,            /* F32, F16, BF16, Q8_0, Q4_0: used as stored */
-    LV_GGUF_LOAD_CONVERT,         /* Q4_K, Q5_K, Q6_K: converted to Q8_0 or BF16 */
+    LV_GGUF_LOAD_CONVERT,         /* LV_GGUF_CONVERTED_TYPES: converted to Q8_0 or BF16 */
 };
 enum lv_gguf_load lv_gguf_type_loadable(uint32_t type);
 /* LV_OK if t is loadable, else LV_ENOTSUP with a message naming the file, tensor and type. */
 int lv_gguf_tensor_check_loadable(const lv_gguf_tensor *t);
 
 /* Dequantizes n elements (a multiple of the type's block size) of F32, F16, BF16, Q4_0,
- * Q8_0, Q4_K, Q5_K or Q6_K into dst, exactly as ggml's dequantize_row_* (ggml-quants.c). */
+ * Q8_0 or a converted type into dst, exactly as ggml's dequantize_row_* (ggml-quants.c). */
 int lv_gguf_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
 /* ggml's quantize_row_q8_0_ref: n (a multiple of 32) floats into n/32 34-byte blocks. */
 void lv_gguf_quantize_q8_0(const float *x, void *dst, int64_t n);
-/* Converts t (any type lv_gguf_dequantize reads; meant for Q4_K, Q5_K, Q6_K) to Q8_0 or
+/* Converts t (any type lv_gguf_dequantize reads; meant for the converted types) to Q8_0 or
  * BF16 in dst, 256 elements at a time, without an F32 copy of the tensor. dst_size must be at
  * least lv_ggml_nbytes(to_type, t->nelem). Q8_0 needs nelem % 32 == 0. */
 int lv_gguf_convert_tensor(const lv_gguf_tensor *t, uint32_t to_type, void *dst,

@@ -67,17 +67,16 @@ int lv_weights_new(struct lv_weights *m, lv_dtype dt, int ndim, const int64_t *s
     return LV_OK;
 }
 
-/* ggml k-quant weights (Q4_K, Q5_K, Q6_K: 256-value super-blocks the engine has no kernels
- * for) become Q8_0 at load, row by row: 8.5 bits a weight, finer than the source. */
+/* ggml weights the engine has no kernels for (k-quants, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS:
+ * LV_GGUF_CONVERTED_TYPES) become Q8_0 at load, row by row: 8.5 bits a weight, finer than
+ * any of them. */
 static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                    const struct lv_ckpt_tensor *t, void **out, lv_dtype *dt)
 {
     int64_t cols = t->shape[t->ndim - 1], rows = 1;
     for (int d = 0; d < t->ndim - 1; d++)
         rows *= t->shape[d];
-    uint32_t type = t->type == LV_CKPT_Q4_K   ? LV_GGML_TYPE_Q4_K
-                    : t->type == LV_CKPT_Q5_K ? LV_GGML_TYPE_Q5_K
-                                              : LV_GGML_TYPE_Q6_K;
+    uint32_t type = (uint32_t)lv_ckpt_type_ggml(t->type);
     if (cols % LV_QBLOCK != 0)
         return lv_error("%s: tensor '%s' has rows of %lld values, not whole Q8_0 blocks",
                         ck->path, t->file_name, (long long)cols);
@@ -122,19 +121,18 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     case LV_CKPT_BF16: dt = LV_BF16; break;
     case LV_CKPT_Q8_0: dt = LV_Q8_0; break;
     case LV_CKPT_Q4_0: dt = LV_Q4_0; break;
-    case LV_CKPT_Q4_K:
-    case LV_CKPT_Q5_K:
-    case LV_CKPT_Q6_K: {
+    default: {
+        int g = lv_ckpt_type_ggml(t->type);
+        if (g < 0 || lv_gguf_type_loadable((uint32_t)g) != LV_GGUF_LOAD_CONVERT)
+            return lv_error("%s: tensor '%s' is %s; the decoder runs F32, F16, BF16, Q8_0 and "
+                            "Q4_0 weights and converts " LV_GGUF_CONVERTED_TYPES " to Q8_0",
+                            ck->path, t->file_name, t->type_name);
         int rc = to_q8_0(m, ck, t, &data, &dt);
         if (rc)
             return rc;
         copied = true;
         break;
     }
-    default:
-        return lv_error("%s: tensor '%s' is %s; the decoder runs F32, F16 and BF16 weights "
-                        "and widens Q8_0, Q4_0, Q4_K, Q5_K and Q6_K", ck->path, t->file_name,
-                        t->type_name);
     }
     if (!copied && !lv_dtype_is_block(dt) && (uintptr_t)data % lv_dtype_size(dt) != 0) {
         if (!(data = slab_take(m, (size_t)t->nbytes)))

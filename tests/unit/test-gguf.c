@@ -609,11 +609,149 @@ static void test_dequant(void)
                   same_floats(got, want, 512, &bad),
               "Q6_K: two blocks match hand-derived values (first bad %d)", bad);
 
-    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_Q2_K, blk, got, 256) == LV_ENOTSUP &&
-                  strstr(lv_errmsg(), "Q2_K"),
-              "dequantize refuses Q2_K by name: %s", lv_errmsg());
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_IQ2_XXS, blk, got, 256) == LV_ENOTSUP &&
+                  strstr(lv_errmsg(), "IQ2_XXS"),
+              "dequantize refuses IQ2_XXS by name: %s", lv_errmsg());
     tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_Q4_K, blk, got, 100) != LV_OK,
               "dequantize refuses a partial block");
+}
+
+/* ggml-common.h kvalues_iq4nl, restated */
+static const int iq4nl[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
+                               1,    13,   25,  38,  53,  69,  89,  113 };
+
+/* The 32-value types with a second f16 (Q4_1, Q5_1: value d * q + m), the 5-bit ones (the
+ * fifth bit of element e is bit e of the little-endian qh) and IQ4_NL (a nibble indexes
+ * iq4nl). Every value is exact in F32 here. */
+static void test_dequant_32(void)
+{
+    uint8_t blk[64];
+    float got[32], want[32];
+    int bad = -1;
+
+    /* Q4_1: d = 0.5, m = -1.25; qs at 4, nibbles as Q4_0's */
+    put_f16(blk, 0.5f);
+    put_f16(blk + 2, -1.25f);
+    for (int j = 0; j < 16; j++) {
+        blk[4 + j] = (uint8_t)(j | (15 - j) << 4);
+        want[j] = j * 0.5f - 1.25f;
+        want[j + 16] = (15 - j) * 0.5f - 1.25f;
+    }
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_Q4_1, blk, got, 32) == LV_OK &&
+                  same_floats(got, want, 32, &bad),
+              "Q4_1: a block matches hand-derived values (first bad %d)", bad);
+
+    /* Q5_0 (d = 0.25; qh at 2, qs at 6; value d * (q - 16)) and Q5_1 (d = 0.125, m = 0.75;
+     * qh at 4, qs at 8; value d * q + m) */
+    const uint32_t qh = 0xA5C30F96u;
+    for (int v = 0; v < 2; v++) {
+        int off = v ? 4 : 2;
+        memset(blk, 0, sizeof blk);
+        put_f16(blk, v ? 0.125f : 0.25f);
+        if (v)
+            put_f16(blk + 2, 0.75f);
+        for (int k = 0; k < 4; k++)
+            blk[off + k] = (uint8_t)(qh >> 8 * k);
+        for (int j = 0; j < 16; j++)
+            blk[off + 4 + j] = (uint8_t)(j * 37 + 11);
+        for (int e = 0; e < 32; e++) {
+            uint8_t byte = blk[off + 4 + e % 16];
+            int q = (e < 16 ? byte & 0xF : byte >> 4) | (int)((qh >> e) & 1) << 4;
+            want[e] = v ? q * 0.125f + 0.75f : (q - 16) * 0.25f;
+        }
+        uint32_t type = v ? LV_GGML_TYPE_Q5_1 : LV_GGML_TYPE_Q5_0;
+        tu_assert(lv_gguf_dequantize(type, blk, got, 32) == LV_OK &&
+                      same_floats(got, want, 32, &bad),
+                  "%s: a block matches hand-derived values (first bad %d)",
+                  lv_ggml_type_name(type), bad);
+    }
+
+    /* IQ4_NL: d = 0.5; qs at 2 */
+    put_f16(blk, 0.5f);
+    for (int j = 0; j < 16; j++) {
+        blk[2 + j] = (uint8_t)(j | (15 - j) << 4);
+        want[j] = 0.5f * iq4nl[j];
+        want[j + 16] = 0.5f * iq4nl[15 - j];
+    }
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_IQ4_NL, blk, got, 32) == LV_OK &&
+                  same_floats(got, want, 32, &bad),
+              "IQ4_NL: a block matches hand-derived values (first bad %d)", bad);
+}
+
+/* The 256-value types not covered above: Q2_K, Q3_K and IQ4_XS. In Q2_K and Q3_K element e
+ * lies in half n = e / 128 at r = e % 128; its 2 low bits are bits 2 (r / 32) of
+ * qs[32n + r % 32], and its scale is number 8n + 2 (r / 32) + (r % 32) / 16. */
+static void test_dequant_256(void)
+{
+    uint8_t blk[256];
+    float got[256], want[256];
+    int bad = -1;
+
+    /* Q2_K: scales[16] (low nibble scale, high nibble min), qs[64] at 16, d = 0.5 at 80,
+     * dmin = 0.25 at 82; value d * sc * q - dmin * m */
+    memset(blk, 0, sizeof blk);
+    for (int j = 0; j < 16; j++)
+        blk[j] = (uint8_t)(j * 23 + 7);
+    for (int k = 0; k < 64; k++)
+        blk[16 + k] = (uint8_t)(k * 41 + 3);
+    put_f16(blk + 80, 0.5f);
+    put_f16(blk + 82, 0.25f);
+    for (int e = 0; e < 256; e++) {
+        int n = e / 128, g = e % 128 / 32, l = e % 32;
+        int q = (blk[16 + 32 * n + l] >> 2 * g) & 3, s = blk[8 * n + 2 * g + l / 16];
+        want[e] = 0.5f * (s & 0xF) * q - 0.25f * (s >> 4);
+    }
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_Q2_K, blk, got, 256) == LV_OK &&
+                  same_floats(got, want, 256, &bad),
+              "Q2_K: a block matches hand-derived values (first bad %d)", bad);
+
+    /* Q3_K: hmask[32], qs[64] at 32, 16 6-bit scales packed in 12 bytes at 96 (scale j: low
+     * 4 bits in nibble j / 8 of byte j % 8, top 2 bits at bit 2 (j / 4) of byte 8 + j % 4),
+     * d = 0.5 at 108. Value d * (sc - 32) * (q - 4 * !hbit), hbit = bit 4n + r / 32 of
+     * hmask[r % 32]. */
+    static const uint8_t sc3[16] = { 0, 1, 31, 32, 33, 63, 17, 48, 5, 60, 40, 22, 9, 50, 12, 36 };
+    memset(blk, 0, sizeof blk);
+    for (int k = 0; k < 32; k++)
+        blk[k] = (uint8_t)(k * 53 + 29);
+    for (int k = 0; k < 64; k++)
+        blk[32 + k] = (uint8_t)(k * 19 + 101);
+    for (int j = 0; j < 16; j++) {
+        blk[96 + j % 8] |= (uint8_t)((sc3[j] & 0xF) << 4 * (j / 8));
+        blk[96 + 8 + j % 4] |= (uint8_t)((sc3[j] >> 4) << 2 * (j / 4));
+    }
+    put_f16(blk + 108, 0.5f);
+    for (int e = 0; e < 256; e++) {
+        int n = e / 128, g = e % 128 / 32, l = e % 32;
+        int q = (blk[32 + 32 * n + l] >> 2 * g) & 3, hbit = (blk[l] >> (4 * n + g)) & 1;
+        want[e] = 0.5f * (sc3[8 * n + 2 * g + l / 16] - 32) * (q - (hbit ? 0 : 4));
+    }
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_Q3_K, blk, got, 256) == LV_OK &&
+                  same_floats(got, want, 256, &bad),
+              "Q3_K: a block matches hand-derived values (first bad %d)", bad);
+
+    /* IQ4_XS: d = 0.25, u16 scales_h at 2, scales_l[4] at 4, qs[128] at 8; sub-block ib's
+     * scale (6 bits, minus 32): low nibble ib % 2 of scales_l[ib / 2], top bits 2ib of
+     * scales_h; its 32 values index iq4nl as IQ4_NL's */
+    static const uint8_t ls[8] = { 0, 63, 32, 31, 17, 45, 8, 54 };
+    memset(blk, 0, sizeof blk);
+    put_f16(blk, 0.25f);
+    unsigned sh = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        blk[4 + ib / 2] |= (uint8_t)((ls[ib] & 0xF) << 4 * (ib % 2));
+        sh |= (unsigned)(ls[ib] >> 4) << 2 * ib;
+    }
+    blk[2] = (uint8_t)sh;
+    blk[3] = (uint8_t)(sh >> 8);
+    for (int k = 0; k < 128; k++)
+        blk[8 + k] = (uint8_t)(k * 67 + 13);
+    for (int e = 0; e < 256; e++) {
+        int ib = e / 32, j = e % 32;
+        uint8_t byte = blk[8 + 16 * ib + j % 16];
+        want[e] = 0.25f * (ls[ib] - 32) * iq4nl[j < 16 ? byte & 0xF : byte >> 4];
+    }
+    tu_assert(lv_gguf_dequantize(LV_GGML_TYPE_IQ4_XS, blk, got, 256) == LV_OK &&
+                  same_floats(got, want, 256, &bad),
+              "IQ4_XS: a block matches hand-derived values (first bad %d)", bad);
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -634,34 +772,45 @@ static void ref_q8_0(const float *x, uint8_t *y, int64_t n)
     }
 }
 
+/* The types converted at load, with the byte offsets of their f16 scales in a block (the
+ * second -1 when there is one) */
+static const struct {
+    uint32_t type;
+    int d, m;
+} conv_types[] = {
+    { LV_GGML_TYPE_Q4_K, 0, 2 },  { LV_GGML_TYPE_Q5_K, 0, 2 },    { LV_GGML_TYPE_Q6_K, 208, -1 },
+    { LV_GGML_TYPE_Q4_1, 0, 2 },  { LV_GGML_TYPE_Q5_0, 0, -1 },   { LV_GGML_TYPE_Q5_1, 0, 2 },
+    { LV_GGML_TYPE_Q2_K, 80, 82 }, { LV_GGML_TYPE_Q3_K, 108, -1 }, { LV_GGML_TYPE_IQ4_NL, 0, -1 },
+    { LV_GGML_TYPE_IQ4_XS, 0, -1 },
+};
+#define N_CONV (int)(sizeof conv_types / sizeof conv_types[0])
+
 static void test_convert(void)
 {
-    const uint32_t types[3] = { LV_GGML_TYPE_Q4_K, LV_GGML_TYPE_Q5_K, LV_GGML_TYPE_Q6_K };
-    const int64_t shape[2] = { 3, 512 };      /* PyTorch [3, 512]: 6 blocks */
+    const int64_t shape[2] = { 3, 512 };      /* PyTorch [3, 512]: 6 blocks of 256 */
     const int64_t nelem = 3 * 512;
     lv_gguf_writer *w = lv_gguf_writer_new();
-    uint8_t *src[3];
-    for (int k = 0; k < 3; k++) {
-        uint64_t bb = lv_ggml_block_bytes(types[k]), nb = lv_ggml_nbytes(types[k], nelem);
+    uint8_t *src[N_CONV];
+    for (int k = 0; k < N_CONV; k++) {
+        uint32_t type = conv_types[k].type;
+        uint64_t bb = lv_ggml_block_bytes(type), nb = lv_ggml_nbytes(type, nelem);
         src[k] = malloc(nb);
         for (uint64_t i = 0; i < nb; i++)
             src[k][i] = rnd8();
-        /* finite scales: the f16 d (and dmin) of every block in [-1, 1] */
+        /* finite scales: the f16 d (and the second one) of every block in [-1, 1] */
         for (uint64_t b = 0; b < nb / bb; b++) {
             uint8_t *x = src[k] + b * bb;
-            if (types[k] == LV_GGML_TYPE_Q6_K) {
-                put_f16(x + 208, (float)(rnd8() - 128) / 256.0f);
-            } else {
-                put_f16(x, (float)(rnd8()) / 256.0f);
-                put_f16(x + 2, (float)(rnd8()) / 512.0f);
-            }
+            put_f16(x + conv_types[k].d, (float)(rnd8() - 128) / 256.0f);
+            if (conv_types[k].m >= 0)
+                put_f16(x + conv_types[k].m, (float)(rnd8()) / 512.0f);
         }
         char name[32];
-        snprintf(name, sizeof name, "w.%s", lv_ggml_type_name(types[k]));
-        lv_gguf_writer_add_tensor(w, name, types[k], 2, shape, src[k], nb);
+        snprintf(name, sizeof name, "w.%s", lv_ggml_type_name(type));
+        lv_gguf_writer_add_tensor(w, name, type, 2, shape, src[k], nb);
     }
-    uint8_t q2k[84] = { 0 };
-    lv_gguf_writer_add_tensor(w, "w.q2k", LV_GGML_TYPE_Q2_K, 1, (int64_t[]){ 256 }, q2k, 84);
+    uint8_t iq2[66] = { 0 };
+    lv_gguf_writer_add_tensor(w, "w.iq2", LV_GGML_TYPE_IQ2_XXS, 1, (int64_t[]){ 256 }, iq2,
+                              66);
     lv_error_clear();
     int rc = lv_gguf_writer_write(w, tpath("kquant.gguf"));
     lv_gguf_writer_free(w);
@@ -673,10 +822,11 @@ static void test_convert(void)
 
     float *deq = malloc(nelem * sizeof *deq);
     uint8_t *ref = malloc(nelem * 2), *got = malloc(nelem * 2 + 1);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_CONV; k++) {
         const lv_gguf_tensor *t = &f.tensors[k];
-        const char *tn = lv_ggml_type_name(types[k]);
-        tu_assert(t->type == types[k] && lv_gguf_type_loadable(t->type) == LV_GGUF_LOAD_CONVERT
+        const char *tn = lv_ggml_type_name(conv_types[k].type);
+        tu_assert(t->type == conv_types[k].type &&
+                      lv_gguf_type_loadable(t->type) == LV_GGUF_LOAD_CONVERT
                       && lv_gguf_tensor_check_loadable(t) == LV_OK,
                   "%s: loadable by conversion", tn);
         lv_gguf_dequantize(t->type, t->data, deq, nelem);
@@ -700,14 +850,14 @@ static void test_convert(void)
         tu_assert(lv_gguf_convert_tensor(t, LV_GGML_TYPE_BF16, got, nelem * 2 - 1) != LV_OK,
                   "%s -> BF16 into a short buffer is refused", tn);
     }
-    const lv_gguf_tensor *t = lv_gguf_find_tensor(&f, "w.q2k");
+    const lv_gguf_tensor *t = lv_gguf_find_tensor(&f, "w.iq2");
     tu_assert(t && lv_gguf_type_loadable(t->type) == LV_GGUF_LOAD_REFUSE &&
                   lv_gguf_tensor_check_loadable(t) == LV_ENOTSUP &&
-                  strstr(lv_errmsg(), "Q2_K") && strstr(lv_errmsg(), "w.q2k") &&
+                  strstr(lv_errmsg(), "IQ2_XXS") && strstr(lv_errmsg(), "w.iq2") &&
                   strstr(lv_errmsg(), tpath("kquant.gguf")),
-              "Q2_K is refused by name: %s", lv_errmsg());
+              "IQ2_XXS is refused by name: %s", lv_errmsg());
     tu_assert(t && lv_gguf_convert_tensor(t, LV_GGML_TYPE_Q8_0, got, nelem * 2) == LV_ENOTSUP,
-              "Q2_K cannot be converted");
+              "IQ2_XXS cannot be converted");
     tu_assert(lv_gguf_type_loadable(LV_GGML_TYPE_F32) == LV_GGUF_LOAD_KEEP &&
                   lv_gguf_type_loadable(LV_GGML_TYPE_F16) == LV_GGUF_LOAD_KEEP &&
                   lv_gguf_type_loadable(LV_GGML_TYPE_BF16) == LV_GGUF_LOAD_KEEP &&
@@ -722,7 +872,7 @@ static void test_convert(void)
     free(got);
     lv_gguf_close(&f);
 out:
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < N_CONV; k++)
         free(src[k]);
 }
 
@@ -1076,6 +1226,8 @@ int main(int argc, char **argv)
     test_type_table();
     test_roundtrip();
     test_dequant();
+    test_dequant_32();
+    test_dequant_256();
     test_convert();
     test_conformance();
     test_hostile();

@@ -360,17 +360,34 @@ static void quantised(const char *conf)
         free(lg[i]);
 }
 
-/* a one-layer model (dim 256) whose matrices are Q4_K (random blocks with sane scales), or
- * (as_q8) the same values dequantised and requantised to Q8_0 */
-static bool write_kquant(const char *path, bool as_q8)
+/* The ggml types converted to Q8_0 at load, with the byte offsets of their f16 scales in a
+ * block (the second -1 when there is none) and values for them that keep weights small */
+static const struct {
+    uint32_t type;
+    int d_off, m_off;
+    float d, m;
+} conv[] = {
+    { LV_GGML_TYPE_Q4_K, 0, 2, 0.002f, 0.001f },   { LV_GGML_TYPE_Q5_K, 0, 2, 0.001f, 0.001f },
+    { LV_GGML_TYPE_Q6_K, 208, -1, 0.0005f, 0 },     { LV_GGML_TYPE_Q4_1, 0, 2, 0.004f, -0.03f },
+    { LV_GGML_TYPE_Q5_0, 0, -1, 0.004f, 0 },        { LV_GGML_TYPE_Q5_1, 0, 2, 0.002f, -0.03f },
+    { LV_GGML_TYPE_Q2_K, 80, 82, 0.004f, 0.002f },  { LV_GGML_TYPE_Q3_K, 108, -1, 0.002f, 0 },
+    { LV_GGML_TYPE_IQ4_NL, 0, -1, 0.001f, 0 },      { LV_GGML_TYPE_IQ4_XS, 0, -1, 0.0001f, 0 },
+};
+
+/* a one-layer model (dim 256) whose matrices are of conv[k]'s type (random blocks with sane
+ * scales), or (as_q8) the same values dequantised and requantised to Q8_0 */
+static bool write_converted(const char *path, int k, bool as_q8)
 {
-    enum { KD = 256, KV = 16, KB = 144 };
+    enum { KD = 256, KV = 16 };
     static const char *const mats[] = { "token_embd.weight", "blk.0.attn_q.weight",
                                         "blk.0.attn_k.weight", "blk.0.attn_v.weight",
                                         "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
                                         "blk.0.ffn_up.weight", "blk.0.ffn_down.weight" };
-    static uint8_t q4k[8][KD * KD / 256 * KB], q8[8][KD * KD / 32 * 34];
+    /* at most 0.75 bytes a value in every converted type, 1.0625 in Q8_0 */
+    static uint8_t qk[8][KD * KD], q8[8][KD * KD / 32 * 34];
     static float f[KD * KD], ones[KD];
+    const uint32_t type = conv[k].type;
+    const uint64_t bb = lv_ggml_block_bytes(type), be = (uint64_t)lv_ggml_block_elems(type);
     lv_gguf_writer *w = lv_gguf_writer_new();
     lv_gguf_writer_add_str(w, "general.architecture", "llama");
     lv_gguf_writer_add_u32(w, "llama.block_count", 1);
@@ -381,24 +398,26 @@ static bool write_kquant(const char *path, bool as_q8)
     uint32_t rng = 12345;
     for (int i = 0; i < 8; i++) {
         int64_t rows = i == 0 ? KV : KD, n = rows * KD, shape[2] = { rows, KD };
-        for (int64_t b = 0; b < n / 256; b++) {
-            uint8_t *blk = q4k[i] + b * KB;
-            for (int j = 0; j < KB; j++) {
+        for (uint64_t b = 0; b < (uint64_t)n / be; b++) {
+            uint8_t *blk = qk[i] + b * bb;
+            for (uint64_t j = 0; j < bb; j++) {
                 rng = rng * 1103515245u + 12345u;
                 blk[j] = (uint8_t)(rng >> 16);
             }
-            uint16_t d = lv_f32_to_f16(0.002f), dmin = lv_f32_to_f16(0.001f);
-            blk[0] = (uint8_t)d;
-            blk[1] = (uint8_t)(d >> 8);
-            blk[2] = (uint8_t)dmin;
-            blk[3] = (uint8_t)(dmin >> 8);
+            uint16_t d = lv_f32_to_f16(conv[k].d), m = lv_f32_to_f16(conv[k].m);
+            blk[conv[k].d_off] = (uint8_t)d;
+            blk[conv[k].d_off + 1] = (uint8_t)(d >> 8);
+            if (conv[k].m_off >= 0) {
+                blk[conv[k].m_off] = (uint8_t)m;
+                blk[conv[k].m_off + 1] = (uint8_t)(m >> 8);
+            }
         }
         if (!as_q8) {
-            lv_gguf_writer_add_tensor(w, mats[i], LV_GGML_TYPE_Q4_K, 2, shape, q4k[i],
-                                      lv_ggml_nbytes(LV_GGML_TYPE_Q4_K, n));
+            lv_gguf_writer_add_tensor(w, mats[i], type, 2, shape, qk[i],
+                                      lv_ggml_nbytes(type, n));
             continue;
         }
-        lv_gguf_dequantize(LV_GGML_TYPE_Q4_K, q4k[i], f, n);
+        lv_gguf_dequantize(type, qk[i], f, n);
         lv_gguf_quantize_q8_0(f, q8[i], n);
         lv_gguf_writer_add_tensor(w, mats[i], LV_GGML_TYPE_Q8_0, 2, shape, q8[i],
                                   lv_ggml_nbytes(LV_GGML_TYPE_Q8_0, n));
@@ -414,34 +433,43 @@ static bool write_kquant(const char *path, bool as_q8)
     return ok;
 }
 
-/* k-quant weights become Q8_0 at load: the same logits as the Q8_0 of their values */
-static void kquant(void)
+/* Weights of a type without kernels (k-quants, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS) become Q8_0
+ * at load: the same logits as the Q8_0 of their values, for each type */
+static void converted(void)
 {
-    char a[400], b[400];
-    snprintf(a, sizeof a, "%s/q4k.gguf", tmpdir);
-    snprintf(b, sizeof b, "%s/q4k-as-q8.gguf", tmpdir);
-    if (!tu_assert(write_kquant(a, false) && write_kquant(b, true), "Q4_K GGUF written"))
-        return;
-    static float la[8 * 16], lb[8 * 16];
-    int32_t ids[8] = { 1, 5, 9, 2, 14, 7, 3, 11 };
-    const char *paths[2] = { a, b };
-    float *outs[2] = { la, lb };
-    int ok = 0;
-    for (int i = 0; i < 2; i++) {
-        struct lv_checkpoint ck;
-        lv_llama *m;
-        if (!open_model(paths[i], &ck, &m, 0))
-            continue;
-        const lv_tensor *wq = m->layers[0].wq;
-        ok += lv_llama_forward(m, ids, 8, outs[i], true) == LV_OK && wq->dtype == LV_Q8_0;
-        lv_llama_free(m);
-        lv_checkpoint_close(&ck);
+    for (int k = 0; k < (int)(sizeof conv / sizeof conv[0]); k++) {
+        const char *tn = lv_ggml_type_name(conv[k].type);
+        char a[400], b[400];
+        snprintf(a, sizeof a, "%s/%s.gguf", tmpdir, tn);
+        snprintf(b, sizeof b, "%s/%s-as-q8.gguf", tmpdir, tn);
+        if (!tu_assert(write_converted(a, k, false) && write_converted(b, k, true),
+                       "%s GGUF written", tn))
+            return;
+        static float la[8 * 16], lb[8 * 16];
+        int32_t ids[8] = { 1, 5, 9, 2, 14, 7, 3, 11 };
+        const char *paths[2] = { a, b };
+        float *outs[2] = { la, lb };
+        int ok = 0;
+        for (int i = 0; i < 2; i++) {
+            struct lv_checkpoint ck;
+            lv_llama *m;
+            if (!open_model(paths[i], &ck, &m, 0))
+                continue;
+            const lv_tensor *wq = m->layers[0].wq;
+            ok += lv_llama_forward(m, ids, 8, outs[i], true) == LV_OK && wq->dtype == LV_Q8_0;
+            lv_llama_free(m);
+            lv_checkpoint_close(&ck);
+        }
+        bool finite = true;
+        float amax = 0.0f;
+        for (int i = 0; i < 8 * 16; i++) {
+            finite = finite && isfinite(la[i]) && la[i] != 0.0f;
+            amax = fabsf(la[i]) > amax ? fabsf(la[i]) : amax;
+        }
+        tu_assert(ok == 2 && finite && memcmp(la, lb, sizeof la) == 0,
+                  "%s weights converted to Q8_0 at load give the logits of the same values "
+                  "stored as Q8_0, bit for bit (max |logit| %.3g)", tn, amax);
     }
-    bool finite = true;
-    for (int i = 0; i < 8 * 16; i++)
-        finite = finite && isfinite(la[i]) && la[i] != 0.0f;
-    tu_assert(ok == 2 && finite && memcmp(la, lb, sizeof la) == 0, "Q4_K weights converted "
-              "to Q8_0 at load give the logits of the same values stored as Q8_0, bit for bit");
 }
 
 /* ----------------------------------------------------------------------------------------
@@ -633,7 +661,7 @@ int main(int argc, char **argv)
     reference();
     stories(conf);
     quantised(conf);
-    kquant();
+    converted();
     sampler(conf);
     context();
     char cmd[400];
