@@ -61,8 +61,10 @@ static void make_weights(lv_dtype dt, int64_t n, void *w, double *wv)
 
 static void dots(const struct cpu_simd *s)
 {
+    /* block types round up to whole blocks: 129 is 5 blocks, 300 10 (a group of eight
+     * scales and a pair), 600 19 (two groups, a pair and one), 4099 129 */
     static const int64_t lengths[] = { 1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127,
-                                       128, 129, 1000, 4096, 4099 };
+                                       128, 129, 300, 600, 1000, 4096, 4099 };
     int64_t kmax = 4128;
     float *x = malloc((size_t)kmax * sizeof *x);
     void *w = malloc((size_t)kmax * 4);
