@@ -18,6 +18,7 @@
 
 #include "lavinia/error.h"
 #include "util/buf.h"
+#include "util/round.h"
 
 /* ----------------------------------------------------------------------------------------
  * dtypes
@@ -267,15 +268,19 @@ static void q4_0_dequant(float *y, const unsigned char *b, int64_t nb)
 static void q8_0_quant(unsigned char *b, const float *x, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, b += 34, x += 32) {
-        float amax = 0.0f;
+        /* the largest |x| (NaNs pass over), as four running maxima: no 32-long chain */
+        float m[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
         for (int j = 0; j < 32; j++)
-            amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+            m[j % 4] = fabsf(x[j]) > m[j % 4] ? fabsf(x[j]) : m[j % 4];
+        float amax = m[0] > m[1] ? m[0] : m[1];
+        amax = m[2] > amax ? m[2] : amax;
+        amax = m[3] > amax ? m[3] : amax;
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         uint16_t h = lv_f32_to_f16(d);
         b[0] = (unsigned char)(h & 0xff);
         b[1] = (unsigned char)(h >> 8);
         for (int j = 0; j < 32; j++)
-            b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+            b[2 + j] = (unsigned char)(int8_t)lv_round_half_away(x[j] * id);
     }
 }
 

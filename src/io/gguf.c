@@ -58,6 +58,7 @@
 
 #include "lavinia/error.h"
 #include "lavinia/tensor.h"
+#include "util/round.h"
 
 /* ----------------------------------------------------------------------------------------
  * Limits
@@ -1309,10 +1310,24 @@ void lv_gguf_quantize_q8_0(const float *x, void *dst, int64_t n)
 {
     uint8_t *y = dst;
     for (int64_t i = 0; i < n / 32; i++, x += 32, y += 34) {
-        float amax = 0.0f;
+        /* ggml's amax = MAX(amax, |x[j]|) in order: four running maxima give the same value
+         * without a 32-long chain; a NaN makes the order matter, so that block goes in order */
+        float m[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, amax;
+        int nan = 0;
         for (int j = 0; j < 32; j++) {
             const float a = fabsf(x[j]);
-            amax = amax > a ? amax : a;         /* ggml's MAX(amax, a) */
+            nan |= a != a;
+            m[j % 4] = m[j % 4] > a ? m[j % 4] : a;
+        }
+        amax = m[0] > m[1] ? m[0] : m[1];
+        amax = amax > m[2] ? amax : m[2];
+        amax = amax > m[3] ? amax : m[3];
+        if (nan) {
+            amax = 0.0f;
+            for (int j = 0; j < 32; j++) {
+                const float a = fabsf(x[j]);
+                amax = amax > a ? amax : a;     /* ggml's MAX(amax, a) */
+            }
         }
         const float d = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f / d : 0.0f;
@@ -1320,7 +1335,7 @@ void lv_gguf_quantize_q8_0(const float *x, void *dst, int64_t n)
         y[0] = (uint8_t)(h & 0xff);
         y[1] = (uint8_t)(h >> 8);
         for (int j = 0; j < 32; j++) {
-            const float r = roundf(x[j] * id);
+            const float r = lv_round_half_away(x[j] * id);
             y[2 + j] = (uint8_t)(r >= -128.0f && r <= 127.0f ? (int8_t)r : 0);
         }
     }

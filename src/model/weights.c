@@ -68,8 +68,8 @@ int lv_weights_new(struct lv_weights *m, lv_dtype dt, int ndim, const int64_t *s
 }
 
 /* ggml weights the engine has no kernels for (k-quants, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS:
- * LV_GGUF_CONVERTED_TYPES) become Q8_0 at load, row by row: 8.5 bits a weight, finer than
- * any of them. */
+ * LV_GGUF_CONVERTED_TYPES) become Q8_0 at load, row by row (the rows split over the
+ * threads): 8.5 bits a weight, finer than any of them. */
 static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                    const struct lv_ckpt_tensor *t, void **out, lv_dtype *dt)
 {
@@ -77,24 +77,39 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
     for (int d = 0; d < t->ndim - 1; d++)
         rows *= t->shape[d];
     uint32_t type = (uint32_t)lv_ckpt_type_ggml(t->type);
-    if (cols % LV_QBLOCK != 0)
-        return lv_error("%s: tensor '%s' has rows of %lld values, not whole Q8_0 blocks",
-                        ck->path, t->file_name, (long long)cols);
+    if (cols % LV_QBLOCK != 0 || cols % lv_ggml_block_elems(type) != 0)
+        return lv_error("%s: tensor '%s' has rows of %lld values, not whole %s and Q8_0 blocks",
+                        ck->path, t->file_name, (long long)cols, t->type_name);
     uint64_t row_bytes = t->nbytes / (uint64_t)rows;
     size_t out_row = lv_dtype_bytes(LV_Q8_0, cols);
     unsigned char *w = slab_take(m, (size_t)rows * out_row);
-    float *row = malloc((size_t)cols * sizeof *row);
-    int rc = w && row ? LV_OK : lv_error_status(LV_ENOMEM, "%s: out of memory converting '%s'",
-                                               ck->path, t->file_name);
-    for (int64_t r = 0; rc == LV_OK && r < rows; r++) {
-        rc = lv_gguf_dequantize(type, (const uint8_t *)t->data + (uint64_t)r * row_bytes, row,
-                                cols);
-        if (rc == LV_OK)
+    int failed = 0;
+    if (!w)
+        return lv_error_status(LV_ENOMEM, "%s: out of memory converting '%s'", ck->path,
+                               t->file_name);
+    /* nothing in the loop can fail but a buffer: the type converts and the rows are whole
+     * blocks of it */
+#ifdef _OPENMP
+#pragma omp parallel reduction(|| : failed)
+#endif
+    {
+        float *row = malloc((size_t)cols * sizeof *row);
+        failed = !row;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t r = 0; r < rows; r++) {
+            if (!row)
+                continue;
+            lv_gguf_dequantize(type, (const uint8_t *)t->data + (uint64_t)r * row_bytes, row,
+                               cols);
             lv_convert_row(w + (size_t)r * out_row, LV_Q8_0, row, LV_F32, cols);
+        }
+        free(row);
     }
-    free(row);
-    if (rc != LV_OK)
-        return rc;              /* the slab's bytes go with the set */
+    if (failed)                 /* the slab's bytes go with the set */
+        return lv_error_status(LV_ENOMEM, "%s: out of memory converting '%s'", ck->path,
+                               t->file_name);
     if (!m->converted)
         fprintf(stderr, "lavinia: note: %s: %s weights are converted to Q8_0 at load\n",
                 ck->path, t->type_name);

@@ -29,6 +29,7 @@
 #include "lavinia/error.h"
 #include "lavinia/tensor.h"
 #include "testutil.h"
+#include "util/round.h"
 
 static char tmpdir[512];
 
@@ -758,6 +759,31 @@ static void test_dequant_256(void)
  * k-quant conversion
  */
 
+/* The quantisers' rounding against libm's roundf: halves on both sides of every integer in
+ * [-300, 300] and their float neighbours, values at and past 2^23, infinities, NaN, zeros,
+ * subnormals, and a million random values */
+static void test_round(void)
+{
+    int bad = 0, n = 0;
+    float special[] = { 0.0f, -0.0f, 0.5f, -0.5f, 0.49999997f, -0.49999997f, 1.5f, -2.5f,
+                        8388607.5f, -8388607.5f, 8388608.0f, -8388609.0f, 1e30f, -1e30f,
+                        INFINITY, -INFINITY, 1e-45f, -1e-40f, 127.49999f, -128.5f };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++, n++)
+        bad += lv_round_half_away(special[i]) != roundf(special[i]);
+    for (int k = -300; k <= 300; k++) {
+        float h = (float)k + 0.5f, v[3] = { nextafterf(h, -INFINITY), h, nextafterf(h, INFINITY) };
+        for (int j = 0; j < 3; j++, n++)
+            bad += lv_round_half_away(v[j]) != roundf(v[j]);
+    }
+    for (int i = 0; i < 1000000; i++, n++) {
+        float v = (float)(tu_randn() * 100.0);
+        bad += lv_round_half_away(v) != roundf(v);
+    }
+    n++;
+    bad += !isnan(lv_round_half_away(NAN));
+    tu_assert(bad == 0, "lv_round_half_away equals roundf on %d values (%d differ)", n, bad);
+}
+
 /* ggml's quantize_row_q8_0_ref, restated: d = amax / 127 stored as f16, q = roundf(x / d). */
 static void ref_q8_0(const float *x, uint8_t *y, int64_t n)
 {
@@ -1225,6 +1251,7 @@ int main(int argc, char **argv)
     }
     test_type_table();
     test_roundtrip();
+    test_round();
     test_dequant();
     test_dequant_32();
     test_dequant_256();
