@@ -12,6 +12,9 @@
 
 #include <math.h>
 #include <pthread.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,22 +268,56 @@ static void q4_0_dequant(float *y, const unsigned char *b, int64_t nb)
     }
 }
 
+#ifdef __SSE2__
+/* 32 values times id, rounded as roundf, as the low bytes of their int32 (C's int8_t cast on
+ * x86: 0 for NaN) into q: truncation, then a step away from zero where the dropped part is at
+ * least a half (lv_round_half_away, four at a time; |x * id| <= 127 or NaN here) */
+static void q8_0_round32(unsigned char *q, const float *x, float id)
+{
+    const __m128 vid = _mm_set1_ps(id), half = _mm_set1_ps(0.5f), mhalf = _mm_set1_ps(-0.5f);
+    const __m128i low = _mm_set1_epi32(0xff);
+    for (int j = 0; j < 32; j += 16) {
+        __m128i w[4];
+        for (int k = 0; k < 4; k++) {
+            __m128 v = _mm_mul_ps(_mm_loadu_ps(x + j + 4 * k), vid);
+            __m128i i = _mm_cvttps_epi32(v);
+            __m128 r = _mm_sub_ps(v, _mm_cvtepi32_ps(i));
+            i = _mm_sub_epi32(i, _mm_castps_si128(_mm_cmpge_ps(r, half)));
+            i = _mm_add_epi32(i, _mm_castps_si128(_mm_cmple_ps(r, mhalf)));
+            w[k] = _mm_and_si128(i, low);
+        }
+        __m128i p = _mm_packus_epi16(_mm_packs_epi32(w[0], w[1]), _mm_packs_epi32(w[2], w[3]));
+        _mm_storeu_si128((__m128i *)(q + j), p);
+    }
+}
+#endif
+
 static void q8_0_quant(unsigned char *b, const float *x, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, b += 34, x += 32) {
         /* the largest |x| (NaNs pass over), as four running maxima: no 32-long chain */
-        float m[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
-        for (int j = 0; j < 32; j++)
-            m[j % 4] = fabsf(x[j]) > m[j % 4] ? fabsf(x[j]) : m[j % 4];
-        float amax = m[0] > m[1] ? m[0] : m[1];
-        amax = m[2] > amax ? m[2] : amax;
-        amax = m[3] > amax ? m[3] : amax;
+        float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
+        for (int j = 0; j < 32; j += 4) {
+            m0 = fabsf(x[j]) > m0 ? fabsf(x[j]) : m0;
+            m1 = fabsf(x[j + 1]) > m1 ? fabsf(x[j + 1]) : m1;
+            m2 = fabsf(x[j + 2]) > m2 ? fabsf(x[j + 2]) : m2;
+            m3 = fabsf(x[j + 3]) > m3 ? fabsf(x[j + 3]) : m3;
+        }
+        float amax = m0 > m1 ? m0 : m1;
+        amax = m2 > amax ? m2 : amax;
+        amax = m3 > amax ? m3 : amax;
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         uint16_t h = lv_f32_to_f16(d);
         b[0] = (unsigned char)(h & 0xff);
         b[1] = (unsigned char)(h >> 8);
-        for (int j = 0; j < 32; j++)
-            b[2 + j] = (unsigned char)(int8_t)lv_round_half_away(x[j] * id);
+#ifdef __SSE2__
+        q8_0_round32(b + 2, x, id);
+#else
+        for (int j = 0; j < 32; j++) {
+            float r = lv_round_half_away(x[j] * id);
+            b[2 + j] = (unsigned char)(r >= -128.0f && r <= 127.0f ? (int8_t)r : 0);
+        }
+#endif
     }
 }
 

@@ -1312,16 +1312,20 @@ void lv_gguf_quantize_q8_0(const float *x, void *dst, int64_t n)
     for (int64_t i = 0; i < n / 32; i++, x += 32, y += 34) {
         /* ggml's amax = MAX(amax, |x[j]|) in order: four running maxima give the same value
          * without a 32-long chain; a NaN makes the order matter, so that block goes in order */
-        float m[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, amax;
+        float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f, amax;
         int nan = 0;
-        for (int j = 0; j < 32; j++) {
-            const float a = fabsf(x[j]);
-            nan |= a != a;
-            m[j % 4] = m[j % 4] > a ? m[j % 4] : a;
+        for (int j = 0; j < 32; j += 4) {
+            const float a0 = fabsf(x[j]), a1 = fabsf(x[j + 1]);
+            const float a2 = fabsf(x[j + 2]), a3 = fabsf(x[j + 3]);
+            nan |= (a0 != a0) | (a1 != a1) | (a2 != a2) | (a3 != a3);
+            m0 = m0 > a0 ? m0 : a0;
+            m1 = m1 > a1 ? m1 : a1;
+            m2 = m2 > a2 ? m2 : a2;
+            m3 = m3 > a3 ? m3 : a3;
         }
-        amax = m[0] > m[1] ? m[0] : m[1];
-        amax = amax > m[2] ? amax : m[2];
-        amax = amax > m[3] ? amax : m[3];
+        amax = m0 > m1 ? m0 : m1;
+        amax = amax > m2 ? amax : m2;
+        amax = amax > m3 ? amax : m3;
         if (nan) {
             amax = 0.0f;
             for (int j = 0; j < 32; j++) {

@@ -340,6 +340,21 @@ static void blocks_as_ggml(void)
     lv_convert_row(q, LV_Q8_0, x, LV_F32, N);
     lv_gguf_quantize_q8_0(x, ref, N);
     tu_assert(memcmp(q, ref, sizeof q) == 0, "Q8_0 quantisation gives ggml's bytes");
+    /* exact halves (a block whose largest value is 127 has the scale 1): ggml's roundf takes
+     * them away from zero; and blocks of zeros, of one tiny value, of mixed magnitudes */
+    static float t[4 * 32];
+    for (int j = 0; j < 32; j++) {
+        t[j] = j == 0 ? 127.0f : (float)(j - 16) + (j % 2 ? 0.5f : -0.5f);
+        t[32 + j] = 0.0f;
+        t[64 + j] = j == 7 ? 1e-30f : 0.0f;
+        t[96 + j] = (j % 3 ? -1.0f : 1.0f) * (float)(j * j) * 0.37f;
+    }
+    unsigned char tq[4 * 34], tref[4 * 34];
+    lv_convert_row(tq, LV_Q8_0, t, LV_F32, 4 * 32);
+    lv_gguf_quantize_q8_0(t, tref, 4 * 32);
+    tu_assert(memcmp(tq, tref, sizeof tq) == 0 && tq[2 + 1] == (unsigned char)(int8_t)-15 &&
+                  tq[2 + 2] == (unsigned char)(int8_t)-15,
+              "Q8_0 quantisation gives ggml's bytes on exact halves, zero and tiny blocks");
     lv_convert_row(a, LV_F32, q, LV_Q8_0, N);
     lv_gguf_dequantize(LV_GGML_TYPE_Q8_0, q, b, N);
     tu_assert(memcmp(a, b, sizeof a) == 0, "Q8_0 dequantisation equals ggml's");
