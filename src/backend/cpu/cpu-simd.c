@@ -603,8 +603,8 @@ AVX512 static float nf4_dot_avx512(const float *x, const unsigned char *q, const
 }
 
 /* Q4_0: 32 values from 16 bytes (value j in the low nibble of byte j, value j + 16 in the high
- * one), minus 8, looked up as floats */
-/* two Q4_0 blocks at b (values i..i+63), one accumulator each, scales d0 and d1 */
+ * one), minus 8, looked up as floats. Two blocks at b (values i..i+63), one accumulator
+ * each, scales d0 and d1: */
 #define Q4_0_PAIR_AVX512(i, b, d0, d1)                                                       \
     {                                                                                          \
         __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)((b) + 2)));        \
