@@ -317,17 +317,23 @@ static lv_tensor *op_keep(lv_graph *g, lv_node *n)
     return n->out;
 }
 
-lv_tensor *op_run(lv_graph *g, lv_node *n)
+/* Node n's forward on its backend, timed into the profile when one is set. */
+static int forward_node(lv_graph *g, lv_node *n)
 {
-    assert(n == &g->tape[g->n_nodes] && "op_run: pass the node op_begin returned");
-    if (!n->out)
-        return NULL;
     lv_backend *b = backend_for(g, n);
     double t0 = g->profile ? lv_now() : 0.0;
     if (b->ops->forward(b->ctx, n) != LV_OK)
-        return NULL;
+        return LV_ERR;
     if (g->profile)
         profile_add(g->profile, n, lv_now() - t0);
+    return LV_OK;
+}
+
+lv_tensor *op_run(lv_graph *g, lv_node *n)
+{
+    assert(n == &g->tape[g->n_nodes] && "op_run: pass the node op_begin returned");
+    if (!n->out || forward_node(g, n) != LV_OK)
+        return NULL;
     return op_keep(g, n);
 }
 
@@ -353,14 +359,9 @@ int op_run_n(lv_graph *g, lv_node *const *nodes, int n, lv_tensor **out)
                                         : t / n);
         }
     } else {
-        for (int i = 0; i < n; i++) {
-            lv_backend *bi = backend_for(g, nodes[i]);
-            double ti = g->profile ? lv_now() : 0.0;
-            if (bi->ops->forward(bi->ctx, nodes[i]) != LV_OK)
+        for (int i = 0; i < n; i++)
+            if (forward_node(g, nodes[i]) != LV_OK)
                 return LV_ERR;
-            if (g->profile)
-                profile_add(g->profile, nodes[i], lv_now() - ti);
-        }
     }
     for (int i = 0; i < n; i++) {
         lv_node *t = op_begin(g, nodes[i]->op);

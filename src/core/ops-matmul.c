@@ -14,6 +14,23 @@
 
 #include <string.h>
 
+/* A matmul node's operands, sizes and output (shape: a's with its last two dims M, N), as
+ * lv_matmul records them and the CPU backend reads them. */
+static void matmul_node(lv_graph *g, lv_node *n, lv_tensor *a, lv_tensor *b, int trans,
+                        int64_t batch, int64_t M, int64_t N, int64_t K, bool b_batched,
+                        const int64_t *shape)
+{
+    n->src[0] = a;
+    n->src[1] = b;
+    n->ip[0] = trans;
+    n->ip[1] = batch;
+    n->ip[2] = M;
+    n->ip[3] = N;
+    n->ip[4] = K;
+    n->ip[5] = b_batched;
+    n->out = lv_graph_tensor_out(g, LV_F32, a->ndim, shape);
+}
+
 lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
 {
     if (!a || !b)
@@ -81,15 +98,8 @@ lv_tensor *lv_matmul(lv_graph *g, lv_tensor *a, lv_tensor *b, int flags)
     memcpy(shape, a->shape, sizeof shape);
     shape[a->ndim - 2] = M;
     shape[a->ndim - 1] = N;
-    n->src[0] = a;
-    n->src[1] = b;
-    n->ip[0] = flags & (LV_TRANS_A | LV_TRANS_B);
-    n->ip[1] = batch;
-    n->ip[2] = M;
-    n->ip[3] = N;
-    n->ip[4] = K;
-    n->ip[5] = b_batched;
-    n->out = lv_graph_tensor_out(g, LV_F32, a->ndim, shape);
+    matmul_node(g, n, a, b, flags & (LV_TRANS_A | LV_TRANS_B), batch, M, N, K, b_batched,
+                shape);
     return op_run(g, n);
 }
 
@@ -118,16 +128,10 @@ int lv_linear_n(lv_graph *g, lv_tensor *x, int n, lv_tensor *const *w, lv_tensor
     int64_t M = x->shape[0], K = x->shape[1];
     for (int i = 0; i < n; i++) {
         lv_node *nd = &nodes[i];
+        int64_t N = w[i]->shape[0];
         memset(nd, 0, sizeof *nd);
         nd->op = LV_OP_MATMUL;
-        nd->src[0] = x;
-        nd->src[1] = w[i];
-        nd->ip[0] = LV_TRANS_B;
-        nd->ip[1] = 1;
-        nd->ip[2] = M;
-        nd->ip[3] = w[i]->shape[0];
-        nd->ip[4] = K;
-        nd->out = lv_graph_tensor_out(g, LV_F32, 2, (int64_t[]){ M, w[i]->shape[0] });
+        matmul_node(g, nd, x, w[i], LV_TRANS_B, 1, M, N, K, false, (int64_t[]){ M, N });
         if (!nd->out)
             return LV_ERR;
         np[i] = nd;

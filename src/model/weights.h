@@ -3,7 +3,8 @@
  *
  * A checkpoint tensor is wrapped where the reader mapped it (F32, F16, BF16, when its address
  * suits the type), copied into the set's slabs when it does not; ggml's Q8_0 and Q4_0 are used
- * as stored (the engine's block types), and the k-quants (Q4_K, Q5_K, Q6_K) are converted to
+ * as stored (the engine's block types), and the other ggml types lavinia reads
+ * (LV_GGUF_CONVERTED_TYPES: Q4_1, Q5_0, Q5_1, the k-quants, IQ4_NL, IQ4_XS) are converted to
  * Q8_0. Every tensor handed out is frozen and freed with the set.
  */
 #ifndef LV_MODEL_WEIGHTS_H
