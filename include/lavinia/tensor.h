@@ -40,10 +40,22 @@ typedef enum lv_dtype {
     LV_Q8_0,
     LV_Q4_0,
     LV_NF4,         /* QLoRA's 4-bit NormalFloat, below */
+    LV_Q8_0X8,      /* Q8_0's blocks eight at a time, their scales first: below */
     LV_DTYPE_COUNT
 } lv_dtype;
 
 #define LV_QBLOCK 32
+
+/* Q8_0x8: the blocks of Q8_0 regrouped for the CPU's matrix-vector kernels, the same 34 bytes
+ * per 32 values. Each group of eight blocks (256 values, 272 bytes) holds the eight F16
+ * scales (16 bytes), then the eight blocks' 32 int8 each: the scales load as one vector, and
+ * every 16-byte run of values sits inside one cache line. A last group of m < 8 blocks holds
+ * m scales, then m x 32 values. A Q8_0x8 tensor's last dimension is a multiple of 256, so its
+ * rows are whole groups; Q8_0 and Q8_0x8 convert into each other byte for byte. */
+#define LV_Q8_0X8_GROUP 256
+/* count values (a multiple of 32) from value first (a multiple of 32) of a Q8_0x8 array of
+ * n values, as F32 */
+void lv_q8_0x8_dequantize(float *y, const void *src, int64_t n, int64_t first, int64_t count);
 
 /* NF4 (QLoRA, Dettmers et al. 2023; bitsandbytes' layout of the values): blocks of 64
  * consecutive values of the whole flattened tensor (a block may cross rows), each a 4-bit

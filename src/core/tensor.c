@@ -39,6 +39,7 @@ static const struct {
     [LV_Q8_0] = { .name = "Q8_0", .block_bytes = 34 },
     [LV_Q4_0] = { .name = "Q4_0", .block_bytes = 18 },
     [LV_NF4]  = { .name = "NF4",  .block_bytes = 1 },      /* whole-tensor layout, below */
+    [LV_Q8_0X8] = { .name = "Q8_0x8", .block_bytes = 34 },
 };
 _Static_assert(sizeof dtype_table / sizeof dtype_table[0] == LV_DTYPE_COUNT,
                "dtype_table and lv_dtype disagree");
@@ -268,6 +269,56 @@ static void q4_0_dequant(float *y, const unsigned char *b, int64_t nb)
     }
 }
 
+/* Q8_0x8 (tensor.h): block b of an array of nb blocks; its scale's and its values' bytes */
+static inline void q8_0x8_block(const unsigned char *base, int64_t nb, int64_t b,
+                                const unsigned char **scale, const unsigned char **q)
+{
+    int64_t g = b / 8, j = b % 8, m = nb - g * 8 < 8 ? nb - g * 8 : 8;
+    const unsigned char *grp = base + g * 8 * 34;
+    *scale = grp + 2 * j;
+    *q = grp + 2 * m + 32 * j;
+}
+
+/* nb Q8_0 blocks into Q8_0x8, and back: the same bytes, moved */
+static void q8_0x8_pack(unsigned char *dst, const unsigned char *src, int64_t nb)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const unsigned char *sc, *q;
+        q8_0x8_block(dst, nb, b, &sc, &q);
+        memcpy((unsigned char *)sc, src + b * 34, 2);
+        memcpy((unsigned char *)q, src + b * 34 + 2, 32);
+    }
+}
+
+static void q8_0x8_unpack(unsigned char *dst, const unsigned char *src, int64_t nb)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const unsigned char *sc, *q;
+        q8_0x8_block(src, nb, b, &sc, &q);
+        memcpy(dst + b * 34, sc, 2);
+        memcpy(dst + b * 34 + 2, q, 32);
+    }
+}
+
+/* 32 int8 at q times d */
+static void scaled_int8(float *restrict y, float d, const unsigned char *restrict q)
+{
+    for (int v = 0; v < 32; v++)
+        y[v] = d * (float)(int8_t)q[v];
+}
+
+void lv_q8_0x8_dequantize(float *y, const void *src, int64_t n, int64_t first, int64_t count)
+{
+    const unsigned char *base = src;
+    int64_t nb = n / 32;
+    for (int64_t b = first / 32, i = 0; i < count; b++, i += 32) {
+        int64_t g = b / 8, j = b % 8, m = nb - g * 8 < 8 ? nb - g * 8 : 8;
+        const unsigned char *grp = base + g * 8 * 34;
+        scaled_int8(y + i, lv_f16_to_f32((uint16_t)(grp[2 * j] | grp[2 * j + 1] << 8)),
+                    grp + 2 * m + 32 * j);
+    }
+}
+
 #ifdef __SSE2__
 /* 32 values times id, rounded as roundf, as the low bytes of their int32 (C's int8_t cast on
  * x86: 0 for NaN) into q: truncation, then a step away from zero where the dropped part is at
@@ -421,6 +472,11 @@ static inline float load_f32(const void *p, lv_dtype t, int64_t i)
     case LV_F16:  return lv_f16_to_f32(((const uint16_t *)p)[i]);
     case LV_BF16: return lv_bf16_to_f32(((const uint16_t *)p)[i]);
     case LV_I32:  return (float)((const int32_t *)p)[i];
+    case LV_Q8_0X8: {               /* a tensor's rows are whole groups */
+        float blk[32];
+        lv_q8_0x8_dequantize(blk, p, (i / 256 + 1) * 256, i / 32 * 32, 32);
+        return blk[i % 32];
+    }
     case LV_Q8_0:
     case LV_Q4_0: {
         float blk[32];
@@ -471,24 +527,39 @@ void lv_convert_row(void *dst, lv_dtype dt, const void *src, lv_dtype st, int64_
         return;
     }
     if (lv_dtype_is_block(st) || lv_dtype_is_block(dt)) {
-        /* whole blocks, through F32 256 values at a time */
+        /* whole blocks, through F32 256 values (a Q8_0x8 group) at a time; Q8_0 <-> Q8_0x8
+         * moves the bytes */
+        _Static_assert(LV_Q8_0X8_GROUP == 256, "a chunk is one Q8_0x8 group");
         float buf[256];
+        unsigned char q8[8 * 34];
+        bool moved = (st == LV_Q8_0 && dt == LV_Q8_0X8) || (st == LV_Q8_0X8 && dt == LV_Q8_0);
         for (int64_t i = 0; i < n; i += 256) {
             int64_t k = n - i < 256 ? n - i : 256;
             const void *s = (const char *)src + lv_dtype_bytes(st, i);
             void *d = (char *)dst + lv_dtype_bytes(dt, i);
-            if (st == LV_Q8_0)
-                q8_0_dequant(buf, s, k / 32);
+            if (moved) {
+                if (st == LV_Q8_0)
+                    q8_0x8_pack(d, s, k / 32);
+                else
+                    q8_0x8_unpack(d, s, k / 32);
+                continue;
+            }
+            if (st == LV_Q8_0X8)
+                q8_0x8_unpack(q8, s, k / 32);
+            if (st == LV_Q8_0 || st == LV_Q8_0X8)
+                q8_0_dequant(buf, st == LV_Q8_0 ? s : q8, k / 32);
             else if (st == LV_Q4_0)
                 q4_0_dequant(buf, s, k / 32);
             else
                 lv_convert_row(buf, LV_F32, s, st, k);
-            if (dt == LV_Q8_0)
-                q8_0_quant(d, buf, k / 32);
+            if (dt == LV_Q8_0 || dt == LV_Q8_0X8)
+                q8_0_quant(dt == LV_Q8_0 ? d : q8, buf, k / 32);
             else if (dt == LV_Q4_0)
                 q4_0_quant(d, buf, k / 32);
             else
                 lv_convert_row(d, dt, buf, LV_F32, k);
+            if (dt == LV_Q8_0X8)
+                q8_0x8_pack(d, q8, k / 32);
         }
         return;
     }
@@ -550,10 +621,11 @@ static int check_shape(lv_dtype dtype, int ndim, const int64_t *shape, size_t *b
     if (dtype == LV_NF4 && n % LV_NF4_BLOCK != 0)
         return lv_error("tensor: an NF4 tensor holds a multiple of %d values, not %llu",
                         LV_NF4_BLOCK, (unsigned long long)n);
+    int64_t row_unit = dtype == LV_Q8_0X8 ? LV_Q8_0X8_GROUP : LV_QBLOCK;
     if (lv_dtype_is_block(dtype) && dtype != LV_NF4 &&
-        (ndim == 0 || shape[ndim - 1] % LV_QBLOCK != 0))
-        return lv_error("tensor: a %s tensor's last dimension must be a multiple of %d",
-                        lv_dtype_name(dtype), LV_QBLOCK);
+        (ndim == 0 || shape[ndim - 1] % row_unit != 0))
+        return lv_error("tensor: a %s tensor's last dimension must be a multiple of %lld",
+                        lv_dtype_name(dtype), (long long)row_unit);
     *bytes = lv_dtype_bytes(dtype, (int64_t)n);
     return LV_OK;
 }

@@ -183,15 +183,20 @@ fail:
     return rc;
 }
 
-/* a quantised copy of w, kept by the model */
+/* a quantised copy of w, kept by the model; Q8_0 rows of whole groups of 256 take the CPU
+ * kernels' layout of the same blocks, Q8_0x8 (a Q8_0 GGUF's tensors are regrouped byte for
+ * byte) */
 static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
 {
-    if (w->dtype == dtype) {
+    if (dtype == LV_Q8_0 && w->ndim == 2 && w->shape[1] % LV_Q8_0X8_GROUP == 0)
+        dtype = LV_Q8_0X8;
+    if (w->dtype == dtype || (dtype == LV_Q8_0 && w->dtype == LV_Q8_0X8)) {
         *out = w;
         return LV_OK;
     }
-    if (w->ndim != 2 || (dtype == LV_NF4 ? lv_tensor_nelem(w) % LV_NF4_BLOCK
-                                         : w->shape[1] % LV_QBLOCK) != 0) {
+    if (w->ndim != 2 || (dtype == LV_NF4      ? lv_tensor_nelem(w) % LV_NF4_BLOCK
+                         : dtype == LV_Q8_0X8 ? w->shape[1] % LV_Q8_0X8_GROUP
+                                              : w->shape[1] % LV_QBLOCK) != 0) {
         *out = w;               /* rows that are not whole blocks stay as stored (llama.cpp too) */
         return LV_OK;
     }

@@ -69,7 +69,8 @@ int lv_weights_new(struct lv_weights *m, lv_dtype dt, int ndim, const int64_t *s
 
 /* ggml weights the engine has no kernels for (k-quants, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS:
  * LV_GGUF_CONVERTED_TYPES) become Q8_0 at load, row by row (the rows split over the
- * threads): 8.5 bits a weight, finer than any of them. */
+ * threads): 8.5 bits a weight, finer than any of them; Q8_0x8 (tensor.h) where the rows are
+ * whole groups of 256. */
 static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                    const struct lv_ckpt_tensor *t, void **out, lv_dtype *dt)
 {
@@ -81,7 +82,9 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
         return lv_error("%s: tensor '%s' has rows of %lld values, not whole %s and Q8_0 blocks",
                         ck->path, t->file_name, (long long)cols, t->type_name);
     uint64_t row_bytes = t->nbytes / (uint64_t)rows;
-    size_t out_row = lv_dtype_bytes(LV_Q8_0, cols);
+    /* rows of whole groups take the CPU kernels' layout of the same blocks */
+    lv_dtype q8 = cols % LV_Q8_0X8_GROUP == 0 ? LV_Q8_0X8 : LV_Q8_0;
+    size_t out_row = lv_dtype_bytes(q8, cols);
     unsigned char *w = slab_take(m, (size_t)rows * out_row);
     int failed = 0;
     if (!w)
@@ -103,7 +106,7 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                 continue;
             lv_gguf_dequantize(type, (const uint8_t *)t->data + (uint64_t)r * row_bytes, row,
                                cols);
-            lv_convert_row(w + (size_t)r * out_row, LV_Q8_0, row, LV_F32, cols);
+            lv_convert_row(w + (size_t)r * out_row, q8, row, LV_F32, cols);
         }
         free(row);
     }
@@ -114,7 +117,7 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
         fprintf(stderr, "lavinia: note: %s: %s weights are converted to Q8_0 at load\n",
                 ck->path, t->type_name);
     m->converted = true;
-    *dt = LV_Q8_0;
+    *dt = q8;
     *out = w;
     return LV_OK;
 }
@@ -127,7 +130,7 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     const struct lv_ckpt_tensor *t = lv_checkpoint_find(ck, name);
     if (!t)
         return lv_error("%s: no tensor '%s'", ck->path, name);
-    lv_dtype dt;
+    lv_dtype dt = LV_F32;
     void *data = (void *)t->data;
     bool copied = false;
     switch (t->type) {

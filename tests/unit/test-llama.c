@@ -433,8 +433,22 @@ static bool write_converted(const char *path, int k, bool as_q8)
     return ok;
 }
 
+/* 8 tokens as a prompt (the tiled products), then 2 more one by one (the matrix-vector
+ * kernels): 10 rows of logits into out; whether wq ended up of dtype want */
+static bool prompt_and_steps(lv_llama *m, lv_dtype want, float *out)
+{
+    int32_t ids[10] = { 1, 5, 9, 2, 14, 7, 3, 11, 4, 8 };
+    int64_t V = lv_llama_vocab(m);
+    return lv_llama_forward(m, ids, 8, out, true) == LV_OK &&
+           lv_llama_forward(m, ids + 8, 1, out + 8 * V, false) == LV_OK &&
+           lv_llama_forward(m, ids + 9, 1, out + 9 * V, false) == LV_OK &&
+           m->layers[0].wq->dtype == want;
+}
+
 /* Weights of a type without kernels (k-quants, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS) become Q8_0
- * at load: the same logits as the Q8_0 of their values, for each type */
+ * at load (rows of 256: Q8_0x8, the same blocks regrouped): the same logits as the Q8_0 of
+ * their values, for each type. A Q8_0 GGUF's weights stay as stored, and --quant q8_0
+ * regroups them, with the same logits again. */
 static void converted(void)
 {
     for (int k = 0; k < (int)(sizeof conv / sizeof conv[0]); k++) {
@@ -445,30 +459,32 @@ static void converted(void)
         if (!tu_assert(write_converted(a, k, false) && write_converted(b, k, true),
                        "%s GGUF written", tn))
             return;
-        static float la[8 * 16], lb[8 * 16];
-        int32_t ids[8] = { 1, 5, 9, 2, 14, 7, 3, 11 };
-        const char *paths[2] = { a, b };
-        float *outs[2] = { la, lb };
+        static float la[10 * 16], lb[10 * 16], lc[10 * 16];
+        const char *paths[3] = { a, b, b };
+        float *outs[3] = { la, lb, lc };
+        const lv_dtype want[3] = { LV_Q8_0X8, LV_Q8_0, LV_Q8_0X8 };
         int ok = 0;
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
             struct lv_checkpoint ck;
             lv_llama *m;
             if (!open_model(paths[i], &ck, &m, 0))
                 continue;
-            const lv_tensor *wq = m->layers[0].wq;
-            ok += lv_llama_forward(m, ids, 8, outs[i], true) == LV_OK && wq->dtype == LV_Q8_0;
+            ok += (i < 2 || lv_llama_quantize(m, LV_Q8_0) == LV_OK) &&
+                  prompt_and_steps(m, want[i], outs[i]);
             lv_llama_free(m);
             lv_checkpoint_close(&ck);
         }
         bool finite = true;
         float amax = 0.0f;
-        for (int i = 0; i < 8 * 16; i++) {
+        for (int i = 0; i < 10 * 16; i++) {
             finite = finite && isfinite(la[i]) && la[i] != 0.0f;
             amax = fabsf(la[i]) > amax ? fabsf(la[i]) : amax;
         }
-        tu_assert(ok == 2 && finite && memcmp(la, lb, sizeof la) == 0,
-                  "%s weights converted to Q8_0 at load give the logits of the same values "
-                  "stored as Q8_0, bit for bit (max |logit| %.3g)", tn, amax);
+        tu_assert(ok == 3 && finite && memcmp(la, lb, sizeof la) == 0 &&
+                      memcmp(lc, lb, sizeof lc) == 0,
+                  "%s weights converted to Q8_0x8 at load give the logits of the same values "
+                  "stored as Q8_0, and of those regrouped by --quant q8_0, bit for bit, over "
+                  "a prompt and two steps (max |logit| %.3g)", tn, amax);
     }
 }
 

@@ -102,9 +102,10 @@ static lv_tensor *three_linears(lv_graph *g, lv_tensor *x, lv_tensor *const *w, 
  * decoding sizes (grouped on the CPU) and at a prompt's (one by one; NF4 is never grouped) */
 static void linear_n(void)
 {
-    static const lv_dtype types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4 };
+    static const lv_dtype types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4,
+                                      LV_Q8_0X8 };
     static const int64_t rows[] = { 1, 3, 9 };
-    int64_t K = 128, N[3] = { 96, 32, 64 };
+    int64_t K = 256, N[3] = { 96, 32, 64 };
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         lv_tensor *w[3];
         for (int i = 0; i < 3; i++) {

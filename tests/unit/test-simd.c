@@ -27,7 +27,7 @@
 #include "testutil.h"
 
 /* the weight dtypes the kernels take (I32 is not one) */
-static const lv_dtype wtypes[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0 };
+static const lv_dtype wtypes[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_Q8_0X8 };
 #define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
 
 /* w in dtype dt (as stored) and its exact float value */
@@ -233,12 +233,14 @@ static void widen(const struct cpu_simd *s)
 
 static void gemv(const struct cpu_simd *s)
 {
-    int64_t N = 67, K = 320;
-    float *a = malloc(4 * (size_t)K * sizeof *a), *c = malloc(4 * (size_t)N * sizeof *c);
-    void *b = malloc((size_t)(N * K) * 4);
-    double *bv = malloc((size_t)(N * K) * sizeof *bv);
+    int64_t N = 67, KMAX = 768;
+    float *a = malloc(4 * (size_t)KMAX * sizeof *a), *c = malloc(4 * (size_t)N * sizeof *c);
+    void *b = malloc((size_t)(N * KMAX) * 4);
+    double *bv = malloc((size_t)(N * KMAX) * sizeof *bv);
     for (int wi = 0; wi < N_WTYPES; wi++) {
         lv_dtype dt = wtypes[wi];
+        /* 10 blocks a row (a group of eight scales and a pair); Q8_0x8 rows are whole groups */
+        int64_t K = dt == LV_Q8_0X8 ? KMAX : 320;
         make_weights(dt, N * K, b, bv);
         double worst = 0.0;
         for (int64_t M = 1; M <= 4; M++) {
@@ -271,7 +273,8 @@ static void gemv(const struct cpu_simd *s)
  * as stored and takes its gradient through dequantised weights. */
 static void linear_paths(const char *path)
 {
-    static const lv_dtype lin_types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4 };
+    static const lv_dtype lin_types[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4,
+                                          LV_Q8_0X8 };
     for (size_t wi = 0; wi < sizeof lin_types / sizeof lin_types[0]; wi++) {
         lv_dtype dt = lin_types[wi];
         lv_graph *g = lv_graph_new(NULL);
@@ -385,10 +388,67 @@ static void blocks_as_ggml(void)
               "%.4f <= 0.0049 of the block's max, Q4_0 %.4f <= 0.135", e8, e4);
 }
 
+/* Q8_0x8 (tensor.h): ggml's Q8_0 blocks regrouped, byte for byte, both ways; its values,
+ * from any block on, are ggml's */
+static void q8_0x8_layout(void)
+{
+    enum { NB = 19, N = NB * 32 };               /* two groups of eight and one of three */
+    float x[N], a[N], b[N];
+    unsigned char q8[NB * 34], x8[NB * 34], back[NB * 34];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)tu_randn() * (i % 61 == 0 ? 9.0f : 1.0f);
+    lv_gguf_quantize_q8_0(x, q8, N);
+    lv_convert_row(x8, LV_Q8_0X8, x, LV_F32, N);
+    bool placed = true;
+    for (int blk = 0; blk < NB; blk++) {
+        int g = blk / 8, j = blk % 8, m = NB - g * 8 < 8 ? NB - g * 8 : 8;
+        const unsigned char *grp = x8 + g * 272;
+        placed = placed && memcmp(grp + 2 * j, q8 + blk * 34, 2) == 0 &&
+                 memcmp(grp + 2 * m + 32 * j, q8 + blk * 34 + 2, 32) == 0;
+    }
+    tu_assert(placed, "Q8_0x8 quantisation: ggml's Q8_0 blocks, each group's scales first");
+    lv_convert_row(back, LV_Q8_0, x8, LV_Q8_0X8, N);
+    tu_assert(memcmp(back, q8, sizeof q8) == 0, "Q8_0x8 -> Q8_0 gives ggml's bytes back");
+    lv_convert_row(back, LV_Q8_0X8, q8, LV_Q8_0, N);
+    tu_assert(memcmp(back, x8, sizeof x8) == 0, "Q8_0 -> Q8_0x8 moves the bytes");
+    /* blocks whose largest |q| is under 127 do not survive a trip through F32 unchanged:
+     * the direct conversion must not take it */
+    unsigned char odd[34] = { 0x00, 0x3c };     /* scale 1.0, values 0..31 */
+    for (int j = 0; j < 32; j++)
+        odd[2 + j] = (unsigned char)j;
+    unsigned char o8[34], o2[34];
+    lv_convert_row(o8, LV_Q8_0X8, odd, LV_Q8_0, 32);
+    lv_convert_row(o2, LV_Q8_0, o8, LV_Q8_0X8, 32);
+    tu_assert(memcmp(o2, odd, 34) == 0, "Q8_0 <-> Q8_0x8 keeps a block's bytes as they are");
+    lv_gguf_dequantize(LV_GGML_TYPE_Q8_0, q8, b, N);
+    lv_convert_row(a, LV_F32, x8, LV_Q8_0X8, N);
+    bool same = memcmp(a, b, sizeof a) == 0;
+    for (int first = 0; first < N; first += 32)
+        for (int count = 32; first + count <= N; count += 96) {
+            lv_q8_0x8_dequantize(a, x8, N, first, count);
+            same = same && memcmp(a, b + first, (size_t)count * sizeof *a) == 0;
+        }
+    tu_assert(same, "Q8_0x8 dequantisation, whole and from every block on, equals ggml's");
+    lv_tensor *t = lv_tensor_new(LV_Q8_0X8, 2, (int64_t[]){ 2, 128 });
+    tu_assert(!t && strstr(lv_errmsg(), "multiple of 256"), "a Q8_0x8 tensor's rows are "
+              "whole groups: %s", lv_errmsg());
+    t = lv_tensor_new(LV_Q8_0X8, 2, (int64_t[]){ 2, 256 });
+    if (tu_assert(t, "a (2, 256) Q8_0x8 tensor")) {
+        lv_convert_row(t->data, LV_Q8_0X8, x, LV_F32, 512);
+        lv_gguf_dequantize(LV_GGML_TYPE_Q8_0, q8, b, 512);
+        bool got = true;
+        for (int i = 0; i < 512; i += 37)
+            got = got && (float)lv_tensor_get(t, i) == b[i];
+        tu_assert(got, "Q8_0x8 element access");
+    }
+    lv_tensor_free(t);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv, "simd");
     blocks_as_ggml();
+    q8_0x8_layout();
     printf("# path in use: %s\n", cpu_simd()->name);
     int ran = 0;
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {

@@ -70,10 +70,16 @@ static void sgemm(float *c, const float *a, const float *b, int ta, int tb, int6
                 beta, c, (blasint)ldc);
 }
 
-/* element e of b (block types: e at a block boundary) */
-static inline const void *elem(const void *b, lv_dtype bt, int64_t e)
+/* n values of b from element e as F32 (block types: e and n whole blocks), b's rows being
+ * row values long: a Q8_0x8 block is found inside its row's groups */
+static void b_to_f32(const struct cpu_simd *s, float *y, const void *b, lv_dtype bt,
+                     int64_t row, int64_t e, int64_t n)
 {
-    return (const char *)b + lv_dtype_bytes(bt, e);
+    if (bt == LV_Q8_0X8)
+        lv_q8_0x8_dequantize(y, (const char *)b + lv_dtype_bytes(bt, e / row * row), row,
+                             e % row, n);
+    else
+        cpu_to_f32(s, y, (const char *)b + lv_dtype_bytes(bt, e), bt, n);
 }
 
 /* One output tile, rows [m0, m0+mm) and columns [n0, n0+nn): F32 b directly, F16/BF16/Q8_0/
@@ -96,16 +102,15 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
     if (kb == 0) {
         /* no buffer (out of memory for 1 MiB): convert one row at a time */
         float row[LV_QBLOCK];
+        int64_t unit = lv_dtype_is_block(bt) ? LV_QBLOCK : 1;
         for (int64_t m = 0; m < mm; m++)
             for (int64_t n = 0; n < nn; n++) {
                 float acc = 0.0f;
                 for (int64_t k = 0; k < K; k++) {
                     int64_t e = tb ? (n0 + n) * K + k : k * N + n0 + n;
-                    int64_t e0 = e / LV_QBLOCK * LV_QBLOCK;
-                    lv_convert_row(row, LV_F32, elem(b, bt, e0), bt,
-                                   lv_dtype_is_block(bt) ? LV_QBLOCK : 1);
-                    acc += at[ta ? k * M + m : m * K + k] *
-                           row[lv_dtype_is_block(bt) ? e - e0 : 0];
+                    int64_t e0 = e / unit * unit;
+                    b_to_f32(cpu_simd(), row, b, bt, tb ? K : N, e0, unit);
+                    acc += at[ta ? k * M + m : m * K + k] * row[e - e0];
                 }
                 ct[m * N + n] = beta == 0.0f ? acc : beta * ct[m * N + n] + acc;
             }
@@ -118,10 +123,10 @@ static void gemm_tile(float *c, const float *a, const void *b, lv_dtype bt, int 
         const struct cpu_simd *s = cpu_simd();
         if (tb) {
             for (int64_t n = 0; n < nn; n++)
-                cpu_to_f32(s, buf + n * kk, elem(b, bt, (n0 + n) * K + k0), bt, kk);
+                b_to_f32(s, buf + n * kk, b, bt, K, (n0 + n) * K + k0, kk);
         } else {
             for (int64_t k = 0; k < kk; k++)
-                cpu_to_f32(s, buf + k * nn, elem(b, bt, (k0 + k) * N + n0), bt, nn);
+                b_to_f32(s, buf + k * nn, b, bt, N, (k0 + k) * N + n0, nn);
         }
         sgemm(ct, ta ? at + k0 * M : at + k0, buf, ta, tb, mm, nn, kk, lda, tb ? kk : nn, N,
               k0 == 0 ? beta : 1.0f);

@@ -95,6 +95,25 @@ static float dot_q8_0_generic(const float *x, const void *w, int64_t k)
     return s;
 }
 
+/* Q8_0x8 (tensor.h): groups of eight blocks, the scales first; the same sums as the Q8_0 dot,
+ * in the same order */
+static float dot_q8_0x8_generic(const float *x, const void *w, int64_t k)
+{
+    const unsigned char *g = w;
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; g += 8 * 34) {
+        int m = k - i < 256 ? (int)((k - i) / 32) : 8;
+        for (int j = 0; j < m; j++, i += 32) {
+            const unsigned char *q = g + 2 * m + 32 * j;
+            float t = 0.0f;
+            for (int v = 0; v < 32; v++)
+                t += x[i + v] * (float)(int8_t)q[v];
+            s += block_scale(g + 2 * j) * t;
+        }
+    }
+    return s;
+}
+
 static float nf4_dot_generic(const float *x, const unsigned char *q, const float *scales,
                              int64_t k)
 {
@@ -276,25 +295,49 @@ AVX2 static inline void block_scales8(float *sc, const unsigned char *b, size_t 
     for (; i < k; i += 32, b += BYTES)                                                         \
         BLOCK(i, b, block_scale_f16c(b))
 
+/* The group loop of a Q8_0x8 row: VALUES(i, q, d) adds the 32 int8 at q (values i..i+31)
+ * with scale d. A whole group's scales are one F16C conversion; a last group of m < 8 blocks
+ * (never in a tensor: its rows are whole groups) takes its scales one at a time. */
+#define GROUPS_OF_8(VALUES)                                                                    \
+    const unsigned char *g = w;                                                                \
+    float sc8[8];                                                                              \
+    int64_t i = 0;                                                                             \
+    for (; i + 256 <= k; g += 8 * 34) {                                                        \
+        _mm256_storeu_ps(sc8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)));           \
+        for (int j = 0; j < 8; j++, i += 32)                                                   \
+            VALUES(i, g + 16 + 32 * j, sc8[j])                                                 \
+    }                                                                                          \
+    for (int m = (int)((k - i) / 32), j = 0; j < m; j++, i += 32)                              \
+        VALUES(i, g + 2 * m + 32 * j, block_scale_f16c(g + 2 * j))
+
 /* 8 int8 at p as floats */
 AVX2 static __m256 i8x8(const unsigned char *p)
 {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-#define Q8_0_BLOCK_AVX2(i, b, d)                                                             \
+/* the 32 int8 at q (values i..i+31) with scale d, and the same for the block at b */
+#define Q8_0_VALUES_AVX2(i, q, d)                                                            \
     {                                                                                          \
-        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + (i)), i8x8((b) + 2));                     \
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 8), i8x8((b) + 10), t);                  \
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 16), i8x8((b) + 18), t);                 \
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 24), i8x8((b) + 26), t);                 \
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + (i)), i8x8(q));                           \
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 8), i8x8((q) + 8), t);                   \
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 16), i8x8((q) + 16), t);                 \
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(x + (i) + 24), i8x8((q) + 24), t);                 \
         acc = _mm256_fmadd_ps(t, _mm256_set1_ps(d), acc);                                      \
     }
+#define Q8_0_BLOCK_AVX2(i, b, d) Q8_0_VALUES_AVX2(i, (b) + 2, d)
 
 AVX2 static float dot_q8_0_avx2(const float *x, const void *w, int64_t k)
 {
     __m256 acc = _mm256_setzero_ps();
     BLOCKS_OF(34, Q8_0_BLOCK_AVX2)
+    return hsum256(acc);
+}
+
+AVX2 static float dot_q8_0x8_avx2(const float *x, const void *w, int64_t k)
+{
+    __m256 acc = _mm256_setzero_ps();
+    GROUPS_OF_8(Q8_0_VALUES_AVX2)
     return hsum256(acc);
 }
 
@@ -557,17 +600,25 @@ AVX512 static __m512 i8x16(const unsigned char *p)
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
-#define Q8_0_BLOCK_AVX512(i, b, d)                                                           \
+#define Q8_0_VALUES_AVX512(i, q, d)                                                          \
     {                                                                                          \
-        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + (i)), i8x16((b) + 2));                    \
-        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + (i) + 16), i8x16((b) + 18), t);                \
+        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + (i)), i8x16(q));                          \
+        t = _mm512_fmadd_ps(_mm512_loadu_ps(x + (i) + 16), i8x16((q) + 16), t);                \
         acc = _mm512_fmadd_ps(t, _mm512_set1_ps(d), acc);                                      \
     }
+#define Q8_0_BLOCK_AVX512(i, b, d) Q8_0_VALUES_AVX512(i, (b) + 2, d)
 
 AVX512 static float dot_q8_0_avx512(const float *x, const void *w, int64_t k)
 {
     __m512 acc = _mm512_setzero_ps();
     BLOCKS_OF(34, Q8_0_BLOCK_AVX512)
+    return _mm512_reduce_add_ps(acc);
+}
+
+AVX512 static float dot_q8_0x8_avx512(const float *x, const void *w, int64_t k)
+{
+    __m512 acc = _mm512_setzero_ps();
+    GROUPS_OF_8(Q8_0_VALUES_AVX512)
     return _mm512_reduce_add_ps(acc);
 }
 
@@ -697,7 +748,8 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
     [CPU_SIMD_GENERIC] = { .name = "generic",
                            .dot = { [LV_F32] = dot_f32_generic, [LV_F16] = dot_f16_generic,
                                     [LV_BF16] = dot_bf16_generic, [LV_Q8_0] = dot_q8_0_generic,
-                                    [LV_Q4_0] = dot_q4_0_generic },
+                                    [LV_Q4_0] = dot_q4_0_generic,
+                                    [LV_Q8_0X8] = dot_q8_0x8_generic },
                            .nf4_dot = nf4_dot_generic,
                            .attn_scores = attn_scores_generic,
                            .attn_accum = attn_accum_generic,
@@ -706,7 +758,7 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
     [CPU_SIMD_AVX2] = { .name = "avx2",
                         .dot = { [LV_F32] = dot_f32_avx2, [LV_F16] = dot_f16_avx2,
                                  [LV_BF16] = dot_bf16_avx2, [LV_Q8_0] = dot_q8_0_avx2,
-                                 [LV_Q4_0] = dot_q4_0_avx2 },
+                                 [LV_Q4_0] = dot_q4_0_avx2, [LV_Q8_0X8] = dot_q8_0x8_avx2 },
                         .nf4_dot = nf4_dot_avx2,
                         .attn_scores = attn_scores_avx2,
                         .attn_accum = attn_accum_avx2,
@@ -715,7 +767,8 @@ static const struct cpu_simd simd_table[CPU_SIMD_COUNT] = {
     [CPU_SIMD_AVX512] = { .name = "avx512",
                           .dot = { [LV_F32] = dot_f32_avx512, [LV_F16] = dot_f16_avx512,
                                    [LV_BF16] = dot_bf16_avx512, [LV_Q8_0] = dot_q8_0_avx512,
-                                   [LV_Q4_0] = dot_q4_0_avx512 },
+                                   [LV_Q4_0] = dot_q4_0_avx512,
+                                   [LV_Q8_0X8] = dot_q8_0x8_avx512 },
                           .nf4_dot = nf4_dot_avx512,
                           .attn_scores = attn_scores_avx512,
                           .attn_accum = attn_accum_avx512,
