@@ -5,7 +5,8 @@
  *   bench/bench-matmul [--threads N] [--k K] [--n N]
  *
  * For M = 1 (decode: one token against a weight) and M = 256 (prefill, training), it times
- * y = x W^T with W (N, K) in F32, F16, BF16, Q8_0, Q4_0 and NF4, and prints GFLOP/s and the
+ * y = x W^T with W (N, K) in F32, F16, BF16, Q8_0, Q4_0, NF4 and Q8_0x8 (the layout lavinia
+ * gives Q8_0 weights with rows of whole groups of 256 at load), and prints GFLOP/s and the
  * ratio to OpenBLAS's own multi-threaded F32 sgemm at M = 256 (the machine's compute ceiling
  * for this library). M = 256 times are the best of several repetitions. At M = 1 the product
  * is memory-bound, so it runs over enough copies of W to leave the caches (at least 256 MiB),
@@ -142,9 +143,10 @@ int main(int argc, char **argv)
     }
     printf("# lv_matmul y = x W^T, W (%lld, %lld); %d thread(s); F32 sgemm ceiling (OpenBLAS, "
            "M = 256) %.1f GFLOP/s\n", (long long)N, (long long)K, lv_get_threads(), ceiling / 1e9);
-    printf("%-5s %-5s %10s %8s %12s %10s\n", "M", "W", "GFLOP/s", "share", "weights GB/s",
+    printf("%-5s %-7s %10s %8s %12s %10s\n", "M", "W", "GFLOP/s", "share", "weights GB/s",
            "bandwidth");
-    static const lv_dtype dts[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4 };
+    static const lv_dtype dts[] = { LV_F32, LV_F16, LV_BF16, LV_Q8_0, LV_Q4_0, LV_NF4,
+                                    LV_Q8_0X8 };
     static const int64_t Ms[] = { 1, 256 };
     for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
         int64_t M = Ms[mi], xshape[2] = { M, K };
@@ -154,11 +156,13 @@ int main(int argc, char **argv)
         double flops = 2.0 * (double)M * (double)N * (double)K;
         for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++) {
             lv_dtype dt = dts[di];
+            if (dt == LV_Q8_0X8 && K % LV_Q8_0X8_GROUP != 0)
+                continue;
             lv_tensor *w = weight_as(w32, dt);
             size_t wb = lv_tensor_nbytes(w);
             if (M > 1) {
                 double gf = flops / time_matmul(g, x, w, 5);
-                printf("%-5lld %-5s %10.2f %7.0f%% %12s %10s\n", (long long)M,
+                printf("%-5lld %-7s %10.2f %7.0f%% %12s %10s\n", (long long)M,
                        lv_dtype_name(dt), gf / 1e9, 100.0 * gf / ceiling, "", "");
                 lv_tensor_free(w);
                 continue;
@@ -177,7 +181,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             double bps, t = time_sweeps(g, x, copies, n, &bw, lv_get_threads(), &bps);
-            printf("%-5lld %-5s %10.2f %7.1f%% %12.2f %9.1f%%\n", (long long)M,
+            printf("%-5lld %-7s %10.2f %7.1f%% %12.2f %9.1f%%\n", (long long)M,
                    lv_dtype_name(dt), flops / t / 1e9, 100.0 * flops / t / ceiling,
                    (double)wb / t / 1e9, 100.0 * (double)wb / t / bps);
             lv_membw_free(&bw);

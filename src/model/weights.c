@@ -137,7 +137,19 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     case LV_CKPT_F32: dt = LV_F32; break;
     case LV_CKPT_F16: dt = LV_F16; break;
     case LV_CKPT_BF16: dt = LV_BF16; break;
-    case LV_CKPT_Q8_0: dt = LV_Q8_0; break;
+    case LV_CKPT_Q8_0:
+        dt = LV_Q8_0;
+        if (t->ndim >= 1 && t->shape[t->ndim - 1] % LV_Q8_0X8_GROUP == 0) {
+            /* rows of whole groups: the same blocks regrouped for the CPU's kernels, byte for
+             * byte (tensor.h); the file's pages can go */
+            if (!(data = slab_take(m, (size_t)t->nbytes)))
+                return lv_error_status(LV_ENOMEM, "%s: out of memory for '%s'", ck->path, name);
+            lv_convert_row(data, LV_Q8_0X8, t->data, LV_Q8_0, (int64_t)(t->nbytes / 34 * 32));
+            lv_pages_release(t->data, (size_t)t->nbytes);
+            dt = LV_Q8_0X8;
+            copied = true;
+        }
+        break;
     case LV_CKPT_Q4_0: dt = LV_Q4_0; break;
     default: {
         int g = lv_ckpt_type_ggml(t->type);

@@ -95,3 +95,16 @@ void lv_zfree(void *p, size_t n)
     if (head[0] == ZALLOC_MAGIC)
         munmap(base, (size_t)head[1]);
 }
+
+void lv_pages_release(const void *p, size_t n)
+{
+#ifdef MADV_PAGEOUT
+    uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1),
+              b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a)
+        madvise((void *)a, (size_t)(b - a), MADV_PAGEOUT);  /* advice only */
+#else
+    (void)p;
+    (void)n;
+#endif
+}

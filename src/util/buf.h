@@ -25,5 +25,8 @@ char *lv_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define LV_HUGE_MIN ((size_t)2 << 20)
 void *lv_zalloc(size_t n);
 void lv_zfree(void *p, size_t n);
+/* Advice that the whole pages inside [p, p + n) will not be read again soon (a mapped file's
+ * bytes that were copied out): the kernel may reclaim them; their contents stay. */
+void lv_pages_release(const void *p, size_t n);
 
 #endif /* LV_UTIL_BUF_H */
