@@ -312,10 +312,9 @@ void lv_q8_0x8_dequantize(float *y, const void *src, int64_t n, int64_t first, i
     const unsigned char *base = src;
     int64_t nb = n / 32;
     for (int64_t b = first / 32, i = 0; i < count; b++, i += 32) {
-        int64_t g = b / 8, j = b % 8, m = nb - g * 8 < 8 ? nb - g * 8 : 8;
-        const unsigned char *grp = base + g * 8 * 34;
-        scaled_int8(y + i, lv_f16_to_f32((uint16_t)(grp[2 * j] | grp[2 * j + 1] << 8)),
-                    grp + 2 * m + 32 * j);
+        const unsigned char *sc, *q;
+        q8_0x8_block(base, nb, b, &sc, &q);
+        scaled_int8(y + i, lv_f16_to_f32((uint16_t)(sc[0] | sc[1] << 8)), q);
     }
 }
 
