@@ -269,34 +269,30 @@ static void q4_0_dequant(float *y, const unsigned char *b, int64_t nb)
     }
 }
 
-/* Q8_0x8 (tensor.h): block b of an array of nb blocks; its scale's and its values' bytes */
-static inline void q8_0x8_block(const unsigned char *base, int64_t nb, int64_t b,
-                                const unsigned char **scale, const unsigned char **q)
+/* Q8_0x8 (tensor.h): the byte offsets of block b's scale and values in an array of nb blocks */
+static inline void q8_0x8_block(int64_t nb, int64_t b, int64_t *scale, int64_t *q)
 {
     int64_t g = b / 8, j = b % 8, m = nb - g * 8 < 8 ? nb - g * 8 : 8;
-    const unsigned char *grp = base + g * 8 * 34;
-    *scale = grp + 2 * j;
-    *q = grp + 2 * m + 32 * j;
+    *scale = g * 8 * 34 + 2 * j;
+    *q = g * 8 * 34 + 2 * m + 32 * j;
 }
 
 /* nb Q8_0 blocks into Q8_0x8, and back: the same bytes, moved */
 static void q8_0x8_pack(unsigned char *dst, const unsigned char *src, int64_t nb)
 {
-    for (int64_t b = 0; b < nb; b++) {
-        const unsigned char *sc, *q;
-        q8_0x8_block(dst, nb, b, &sc, &q);
-        memcpy((unsigned char *)sc, src + b * 34, 2);
-        memcpy((unsigned char *)q, src + b * 34 + 2, 32);
+    for (int64_t b = 0, sc, q; b < nb; b++) {
+        q8_0x8_block(nb, b, &sc, &q);
+        memcpy(dst + sc, src + b * 34, 2);
+        memcpy(dst + q, src + b * 34 + 2, 32);
     }
 }
 
 static void q8_0x8_unpack(unsigned char *dst, const unsigned char *src, int64_t nb)
 {
-    for (int64_t b = 0; b < nb; b++) {
-        const unsigned char *sc, *q;
-        q8_0x8_block(src, nb, b, &sc, &q);
-        memcpy(dst + b * 34, sc, 2);
-        memcpy(dst + b * 34 + 2, q, 32);
+    for (int64_t b = 0, sc, q; b < nb; b++) {
+        q8_0x8_block(nb, b, &sc, &q);
+        memcpy(dst + b * 34, src + sc, 2);
+        memcpy(dst + b * 34 + 2, src + q, 32);
     }
 }
 
@@ -311,10 +307,9 @@ void lv_q8_0x8_dequantize(float *y, const void *src, int64_t n, int64_t first, i
 {
     const unsigned char *base = src;
     int64_t nb = n / 32;
-    for (int64_t b = first / 32, i = 0; i < count; b++, i += 32) {
-        const unsigned char *sc, *q;
-        q8_0x8_block(base, nb, b, &sc, &q);
-        scaled_int8(y + i, lv_f16_to_f32((uint16_t)(sc[0] | sc[1] << 8)), q);
+    for (int64_t b = first / 32, i = 0, sc, q; i < count; b++, i += 32) {
+        q8_0x8_block(nb, b, &sc, &q);
+        scaled_int8(y + i, lv_f16_to_f32((uint16_t)(base[sc] | base[sc + 1] << 8)), base + q);
     }
 }
 

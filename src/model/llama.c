@@ -188,8 +188,8 @@ fail:
  * byte) */
 static int quantized(lv_llama *m, lv_tensor *w, lv_dtype dtype, lv_tensor **out)
 {
-    if (dtype == LV_Q8_0 && w->ndim == 2 && w->shape[1] % LV_Q8_0X8_GROUP == 0)
-        dtype = LV_Q8_0X8;
+    if (dtype == LV_Q8_0 && w->ndim == 2)
+        dtype = lv_weights_q8_0_layout(w->shape[1]);
     if (w->dtype == dtype || (dtype == LV_Q8_0 && w->dtype == LV_Q8_0X8)) {
         *out = w;
         return LV_OK;

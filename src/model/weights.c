@@ -83,7 +83,7 @@ static int to_q8_0(struct lv_weights *m, const struct lv_checkpoint *ck,
                         ck->path, t->file_name, (long long)cols, t->type_name);
     uint64_t row_bytes = t->nbytes / (uint64_t)rows;
     /* rows of whole groups take the CPU kernels' layout of the same blocks */
-    lv_dtype q8 = cols % LV_Q8_0X8_GROUP == 0 ? LV_Q8_0X8 : LV_Q8_0;
+    lv_dtype q8 = lv_weights_q8_0_layout(cols);
     size_t out_row = lv_dtype_bytes(q8, cols);
     unsigned char *w = slab_take(m, (size_t)rows * out_row);
     int failed = 0;
@@ -139,7 +139,7 @@ int lv_weights_get(struct lv_weights *m, const struct lv_checkpoint *ck, const c
     case LV_CKPT_BF16: dt = LV_BF16; break;
     case LV_CKPT_Q8_0:
         dt = LV_Q8_0;
-        if (t->ndim >= 1 && t->shape[t->ndim - 1] % LV_Q8_0X8_GROUP == 0) {
+        if (t->ndim >= 1 && lv_weights_q8_0_layout(t->shape[t->ndim - 1]) == LV_Q8_0X8) {
             /* rows of whole groups: the same blocks regrouped for the CPU's kernels, byte for
              * byte (tensor.h); the file's pages can go */
             if (!(data = slab_take(m, (size_t)t->nbytes)))

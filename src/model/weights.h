@@ -2,10 +2,11 @@
  * weights.h (internal): model weights as engine tensors, straight from a checkpoint.
  *
  * A checkpoint tensor is wrapped where the reader mapped it (F32, F16, BF16, when its address
- * suits the type), copied into the set's slabs when it does not; ggml's Q8_0 and Q4_0 are used
- * as stored (the engine's block types), and the other ggml types lavinia reads
- * (LV_GGUF_CONVERTED_TYPES: Q4_1, Q5_0, Q5_1, the k-quants, IQ4_NL, IQ4_XS) are converted to
- * Q8_0. Every tensor handed out is frozen and freed with the set.
+ * suits the type), copied into the set's slabs when it does not; ggml's Q4_0 is used as stored
+ * and Q8_0 too, or regrouped as Q8_0x8 (lv_weights_q8_0_layout), and the other ggml types
+ * lavinia reads (LV_GGUF_CONVERTED_TYPES: Q4_1, Q5_0, Q5_1, the k-quants, IQ4_NL, IQ4_XS) are
+ * converted to Q8_0 in the same layout. Every tensor handed out is frozen and freed with the
+ * set.
  */
 #ifndef LV_MODEL_WEIGHTS_H
 #define LV_MODEL_WEIGHTS_H
@@ -27,6 +28,13 @@ struct lv_weights {
     int n_tensors, n_slabs;
     bool converted;               /* k-quants were converted (said once on stderr) */
 };
+
+/* The layout Q8_0 rows of cols values are held in: Q8_0x8 (tensor.h), which the CPU's
+ * decoding kernels read faster, when the rows are whole groups; ggml's Q8_0 otherwise. */
+static inline lv_dtype lv_weights_q8_0_layout(int64_t cols)
+{
+    return cols % LV_Q8_0X8_GROUP == 0 ? LV_Q8_0X8 : LV_Q8_0;
+}
 
 /* The tensor called name (canonical) in ck; an error names the file and the tensor. */
 int lv_weights_get(struct lv_weights *w, const struct lv_checkpoint *ck, const char *name,
